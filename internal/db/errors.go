@@ -1,0 +1,65 @@
+// Package db is the data layer: the query code that sqlc generates from
+// sql/queries/users.sql (never edit those files; run make generate), and
+// this file, which classifies the driver's errors by kind so that callers
+// never look at error text.
+package db
+
+import (
+	"errors"
+	"io"
+	"net"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/puddle/v2"
+)
+
+// IsNotFound reports whether a :one query found no row.
+func IsNotFound(err error) bool {
+	return errors.Is(err, pgx.ErrNoRows)
+}
+
+// IsUnavailable reports whether err means the database could not be reached
+// or went away: a retry, later or on another replica, may succeed.
+func IsUnavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &connectErr), // dial, TLS or authentication failed
+		errors.As(err, &netErr),                                    // connection lost mid-query
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), // server closed the connection
+		errors.Is(err, puddle.ErrClosedPool), // pool closed during shutdown
+		pgconn.SafeToRetry(err):              // failed before the query was sent
+		return true
+	case errors.As(err, &pgErr):
+		return pgerrcode.IsConnectionException(pgErr.Code) ||
+			pgErr.Code == pgerrcode.AdminShutdown ||
+			pgErr.Code == pgerrcode.CrashShutdown ||
+			pgErr.Code == pgerrcode.CannotConnectNow ||
+			pgErr.Code == pgerrcode.TooManyConnections
+	}
+	return false
+}
+
+// IsConstraintViolation reports whether the database refused a value that
+// the API's validation should already have refused: a CHECK constraint, an
+// overlong string, or a byte the text type cannot hold.
+func IsConstraintViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch pgErr.Code {
+	case pgerrcode.CheckViolation,
+		pgerrcode.StringDataRightTruncationDataException,
+		pgerrcode.CharacterNotInRepertoire,
+		pgerrcode.UntranslatableCharacter:
+		return true
+	}
+	return false
+}
