@@ -31,7 +31,7 @@ func IsUnavailable(err error) bool {
 	var pgErr *pgconn.PgError
 	switch {
 	case errors.As(err, &connectErr), // dial, TLS or authentication failed
-		errors.As(err, &netErr),                                    // connection lost mid-query
+		errors.As(err, &netErr),                                     // connection lost mid-query
 		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), // server closed the connection
 		errors.Is(err, puddle.ErrClosedPool), // pool closed during shutdown
 		pgconn.SafeToRetry(err):              // failed before the query was sent

@@ -1,0 +1,30 @@
+// Command users serves agynio.api.users.v1 and migrates its database.
+//
+//	users [serve]                  serve gRPC (the default)
+//	users migrate up|down|status   apply, roll back one, or list migrations
+//
+// Configuration comes from the environment; see internal/config.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/agynio/users/internal/config"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "users:", err)
+		if config.IsError(err) || isUsageError(err) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,58 @@
+package pgtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ory/dockertest/v3"
+	"github.com/ory/dockertest/v3/docker"
+)
+
+// Image is the PostgreSQL image used when a Docker engine is available; it
+// matches the major version of the local-binaries path and of production.
+const Image = "postgres"
+
+// ImageTag pins the image's version.
+const ImageTag = "15-alpine"
+
+// StartDocker runs PostgreSQL in a container, removed again on Close.
+func StartDocker(ctx context.Context) (*Server, error) {
+	pool, err := dockertest.NewPool("")
+	if err != nil {
+		return nil, err
+	}
+	// The docker client alone is not enough: the engine must answer.
+	ping := make(chan error, 1)
+	go func() { ping <- pool.Client.Ping() }()
+	select {
+	case err := <-ping:
+		if err != nil {
+			return nil, fmt.Errorf("docker engine not answering: %w", err)
+		}
+	case <-time.After(3 * time.Second):
+		return nil, errors.New("docker engine not answering")
+	}
+
+	res, err := pool.RunWithOptions(&dockertest.RunOptions{
+		Repository: Image,
+		Tag:        ImageTag,
+		Env:        []string{"POSTGRES_HOST_AUTH_METHOD=trust"},
+		Cmd:        []string{"postgres", "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=300"},
+		Labels:     map[string]string{"org.agynio.users.pgtest": "true"},
+	}, func(hc *docker.HostConfig) {
+		hc.AutoRemove = true
+		hc.RestartPolicy = docker.RestartPolicy{Name: "no"}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start container: %w", err)
+	}
+
+	url := fmt.Sprintf("postgres://postgres@%s/postgres?sslmode=disable", res.GetHostPort("5432/tcp"))
+	if err := waitReady(ctx, url, nil); err != nil {
+		pool.Purge(res) //nolint:errcheck // best effort on a failed start
+		return nil, err
+	}
+	return &Server{URL: url, Backend: "docker", stop: func() error { return pool.Purge(res) }}, nil
+}

@@ -1,0 +1,82 @@
+// Package pgtest starts a throwaway PostgreSQL server, for tests and for
+// "make run" on a machine without a database: in a Docker container when a
+// Docker engine answers, else from the local PostgreSQL server binaries in a
+// temporary directory. Close removes every trace of it.
+package pgtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// BackendEnv forces a backend: "docker" or "local". Empty means: Docker if
+// an engine answers, else local binaries.
+const BackendEnv = "PGTEST_BACKEND"
+
+// Server is a running throwaway PostgreSQL server.
+type Server struct {
+	// URL connects as a superuser to the "postgres" database.
+	URL string
+	// Backend says which kind of server this is: "docker" or "local".
+	Backend string
+
+	stop func() error
+}
+
+// Close stops the server and deletes its data.
+func (s *Server) Close() error { return s.stop() }
+
+// Start starts a server with the backend chosen by PGTEST_BACKEND, or the
+// first that works. Progress notes go to log.
+func Start(ctx context.Context, log io.Writer) (*Server, error) {
+	switch b := os.Getenv(BackendEnv); b {
+	case "docker":
+		return StartDocker(ctx)
+	case "local":
+		return StartLocal(ctx)
+	case "":
+	default:
+		return nil, fmt.Errorf("%s=%q: want docker, local or empty", BackendEnv, b)
+	}
+
+	srv, dockerErr := StartDocker(ctx)
+	if dockerErr == nil {
+		return srv, nil
+	}
+	fmt.Fprintf(log, "pgtest: no Docker engine (%v); using local PostgreSQL binaries\n", dockerErr)
+	srv, localErr := StartLocal(ctx)
+	if localErr == nil {
+		return srv, nil
+	}
+	return nil, fmt.Errorf("no PostgreSQL for tests: set TEST_DATABASE_URL, start a Docker engine, "+
+		"or install the PostgreSQL server binaries (Debian: apt-get install postgresql): %w",
+		errors.Join(dockerErr, localErr))
+}
+
+// waitReady polls until url accepts connections, done reports the server
+// gone, or the deadline passes.
+func waitReady(ctx context.Context, url string, done <-chan struct{}) error {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	var lastErr error
+	for {
+		conn, err := pgx.Connect(ctx, url)
+		if err == nil {
+			return conn.Close(ctx)
+		}
+		lastErr = err
+		select {
+		case <-done:
+			return errors.New("server exited during start-up")
+		case <-ctx.Done():
+			return fmt.Errorf("server not ready: %w", lastErr)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

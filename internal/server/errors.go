@@ -1,0 +1,40 @@
+package server
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/agynio/users/internal/db"
+)
+
+// toStatus is the one place an error from below becomes a gRPC status.
+// Clients get a code and a fixed message; the database's own words, which
+// may quote stored values or internals, go only to the log.
+func (s *Server) toStatus(ctx context.Context, err error) error {
+	method, _ := grpc.Method(ctx)
+	switch {
+	case db.IsNotFound(err):
+		return status.Error(codes.NotFound, "user not found")
+	// The caller's own deadline or cancellation comes first: the driver
+	// reports it as a broken connection, which is not the database's fault.
+	case errors.Is(ctx.Err(), context.DeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
+	case errors.Is(ctx.Err(), context.Canceled), errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, "request canceled")
+	case db.IsUnavailable(err):
+		s.log.WarnContext(ctx, "database unavailable", "method", method, "error", err)
+		return status.Error(codes.Unavailable, "database unavailable; retry later")
+	case db.IsConstraintViolation(err):
+		// Validation should have caught this first: worth a look, but the
+		// client's request was at fault, not the service.
+		s.log.WarnContext(ctx, "database refused a validated value", "method", method, "error", err)
+		return status.Error(codes.InvalidArgument, "invalid request: a value breaks a database constraint")
+	default:
+		s.log.ErrorContext(ctx, "internal error", "method", method, "error", err)
+		return status.Error(codes.Internal, "internal error")
+	}
+}

@@ -1,0 +1,151 @@
+// Package server implements agynio.api.users.v1.UsersService: each handler
+// validates the request, calls one generated query, and converts the row or
+// the error. Everything the service does to the database is in
+// sql/queries/users.sql.
+package server
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/agynio/users/internal/db"
+	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
+	"github.com/agynio/users/internal/identity"
+)
+
+// Server serves UsersService from a PostgreSQL database.
+type Server struct {
+	usersv1.UnimplementedUsersServiceServer
+
+	queries *db.Queries
+	ids     identity.Allocator
+	log     *slog.Logger
+}
+
+// New returns a Server running queries on conn (a *pgxpool.Pool in
+// production) and allocating new users' ids with ids.
+func New(conn db.DBTX, ids identity.Allocator, log *slog.Logger) *Server {
+	return &Server{queries: db.New(conn), ids: ids, log: log}
+}
+
+// ResolveOrCreateUser returns the user with the request's OIDC subject,
+// creating it on first login with the request's profile claims.
+func (s *Server) ResolveOrCreateUser(ctx context.Context, req *usersv1.ResolveOrCreateUserRequest) (*usersv1.ResolveOrCreateUserResponse, error) {
+	var v violations
+	v.oidcSubject("oidc_subject", req.GetOidcSubject())
+	v.name("name", req.GetName())
+	v.email("email", req.GetEmail())
+	v.photoURL("photo_url", req.GetPhotoUrl())
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+
+	id, err := s.ids.NewIdentityID(ctx, req.GetOidcSubject())
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	row, err := s.queries.ResolveOrCreateUser(ctx, db.ResolveOrCreateUserParams{
+		IdentityID:  id,
+		OidcSubject: req.GetOidcSubject(),
+		Name:        req.GetName(),
+		Email:       req.GetEmail(),
+		PhotoUrl:    req.GetPhotoUrl(),
+	})
+	if db.IsNotFound(err) {
+		// A concurrent first login of the same subject won the insert after
+		// our statement's snapshot was taken (see the query's comment):
+		// read the winner's row.
+		user, err := s.queries.GetUserByOIDCSubject(ctx, req.GetOidcSubject())
+		if err != nil {
+			return nil, s.toStatus(ctx, err)
+		}
+		return &usersv1.ResolveOrCreateUserResponse{User: userToProto(user), Created: false}, nil
+	}
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	return &usersv1.ResolveOrCreateUserResponse{User: resolvedToProto(row), Created: row.Created}, nil
+}
+
+// GetUser returns one user by identity id.
+func (s *Server) GetUser(ctx context.Context, req *usersv1.GetUserRequest) (*usersv1.GetUserResponse, error) {
+	var v violations
+	id := v.identityID("identity_id", req.GetIdentityId())
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+
+	user, err := s.queries.GetUser(ctx, id)
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	return &usersv1.GetUserResponse{User: userToProto(user)}, nil
+}
+
+// GetUserByOIDCSubject returns one user by OIDC subject.
+func (s *Server) GetUserByOIDCSubject(ctx context.Context, req *usersv1.GetUserByOIDCSubjectRequest) (*usersv1.GetUserByOIDCSubjectResponse, error) {
+	var v violations
+	v.oidcSubject("oidc_subject", req.GetOidcSubject())
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+
+	user, err := s.queries.GetUserByOIDCSubject(ctx, req.GetOidcSubject())
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	return &usersv1.GetUserByOIDCSubjectResponse{User: userToProto(user)}, nil
+}
+
+// BatchGetUsers returns the users with the requested ids, in request order.
+func (s *Server) BatchGetUsers(ctx context.Context, req *usersv1.BatchGetUsersRequest) (*usersv1.BatchGetUsersResponse, error) {
+	var v violations
+	ids := v.identityIDs("identity_ids", req.GetIdentityIds())
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	if len(ids) == 0 {
+		return &usersv1.BatchGetUsersResponse{}, nil
+	}
+
+	users, err := s.queries.BatchGetUsers(ctx, ids)
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	return &usersv1.BatchGetUsersResponse{Users: usersToProto(users)}, nil
+}
+
+// UpdateUser sets the profile fields present in the request.
+func (s *Server) UpdateUser(ctx context.Context, req *usersv1.UpdateUserRequest) (*usersv1.UpdateUserResponse, error) {
+	var v violations
+	id := v.identityID("identity_id", req.GetIdentityId())
+	if req.Name == nil && req.Email == nil && req.PhotoUrl == nil {
+		const msg = "at least one of name, email, photo_url must be set"
+		v.add("name", msg)
+		v.add("email", msg)
+		v.add("photo_url", msg)
+	}
+	if req.Name != nil {
+		v.name("name", req.GetName())
+	}
+	if req.Email != nil {
+		v.email("email", req.GetEmail())
+	}
+	if req.PhotoUrl != nil {
+		v.photoURL("photo_url", req.GetPhotoUrl())
+	}
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+
+	user, err := s.queries.UpdateUser(ctx, db.UpdateUserParams{
+		IdentityID: id,
+		Name:       req.Name,
+		Email:      req.Email,
+		PhotoUrl:   req.PhotoUrl,
+	})
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	return &usersv1.UpdateUserResponse{User: userToProto(user)}, nil
+}

@@ -1,0 +1,79 @@
+// Command withpg runs a command against a throwaway PostgreSQL server:
+//
+//	withpg -- COMMAND [ARG...]
+//
+// It starts a server with internal/pgtest (Docker if an engine answers,
+// else the local PostgreSQL binaries), runs COMMAND with DATABASE_URL and
+// TEST_DATABASE_URL pointing at it, and removes the server when COMMAND
+// exits or on SIGINT/SIGTERM, so nothing is left running. make run and
+// make test use it when no DATABASE_URL is given.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+
+	"github.com/agynio/users/internal/pgtest"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	args := os.Args[1:]
+	if len(args) > 0 && args[0] == "--" {
+		args = args[1:]
+	}
+	if len(args) == 0 {
+		fmt.Fprintln(os.Stderr, "usage: withpg -- COMMAND [ARG...]")
+		return 2
+	}
+
+	// Signals are relayed to the command, never fatal to us: the server
+	// must be removed after the command has finished with it.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+
+	srv, err := pgtest.Start(context.Background(), os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "withpg:", err)
+		return 1
+	}
+	defer srv.Close()
+	fmt.Fprintf(os.Stderr, "withpg: throwaway PostgreSQL (%s) at %s\n", srv.Backend, srv.URL)
+
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+srv.URL, "TEST_DATABASE_URL="+srv.URL)
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "withpg:", err)
+		return 1
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	for {
+		select {
+		case sig := <-sigs:
+			cmd.Process.Signal(sig) //nolint:errcheck // it may have exited already
+		case err := <-done:
+			var exitErr *exec.ExitError
+			if errors.As(err, &exitErr) {
+				if code := exitErr.ExitCode(); code >= 0 {
+					return code
+				}
+				return 1 // killed by a signal
+			}
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "withpg:", err)
+				return 1
+			}
+			return 0
+		}
+	}
+}
