@@ -13,6 +13,7 @@ import (
 	"github.com/amacneil/dbmate/v2/pkg/dbmate"
 	_ "github.com/amacneil/dbmate/v2/pkg/driver/postgres" // registers the postgres:// and postgresql:// schemes
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/agynio/users/sql/migrations"
 )
@@ -52,7 +53,13 @@ func withLock(ctx context.Context, databaseURL string, log io.Writer, fn func(*d
 		return err
 	}
 
-	conn, err := pgx.Connect(ctx, databaseURL)
+	// pgxpool's parser takes the pool_* settings out of the URL, which
+	// pgx.Connect would send to the server as unknown run-time parameters.
+	poolCfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return err
+	}
+	conn, err := pgx.ConnectConfig(ctx, poolCfg.ConnConfig)
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
@@ -72,7 +79,7 @@ func newDBMate(databaseURL string, log io.Writer) (*dbmate.DB, error) {
 		return nil, errors.New("migrations need a postgres:// or postgresql:// URL")
 	}
 	// dbmate connects with lib/pq, which would send pgxpool's settings to
-	// the server as unknown run-time parameters.
+	// the server as unknown run-time parameters too.
 	q := u.Query()
 	for k := range q {
 		if strings.HasPrefix(k, "pool_") {

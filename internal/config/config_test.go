@@ -1,0 +1,165 @@
+package config_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/agynio/users/internal/config"
+)
+
+const databaseURL = "postgres://users:pw@db:5432/users?pool_max_conns=8"
+
+func TestLoad(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		env  map[string]string
+		want config.Config
+	}{
+		{
+			name: "only DATABASE_URL set gives the defaults for the rest",
+			env:  map[string]string{"DATABASE_URL": databaseURL},
+			want: config.Config{DatabaseURL: databaseURL, GRPCAddress: ":50051", ShutdownTimeout: 20 * time.Second},
+		},
+		{
+			name: "explicit values override the defaults",
+			env: map[string]string{
+				"DATABASE_URL":     databaseURL,
+				"GRPC_ADDRESS":     "127.0.0.1:9000",
+				"SHUTDOWN_TIMEOUT": "1m30s",
+			},
+			want: config.Config{DatabaseURL: databaseURL, GRPCAddress: "127.0.0.1:9000", ShutdownTimeout: 90 * time.Second},
+		},
+		{
+			name: "an IPv6 listen address is accepted",
+			env:  map[string]string{"DATABASE_URL": databaseURL, "GRPC_ADDRESS": "[::1]:50051"},
+			want: config.Config{DatabaseURL: databaseURL, GRPCAddress: "[::1]:50051", ShutdownTimeout: 20 * time.Second},
+		},
+		{
+			name: "a zero SHUTDOWN_TIMEOUT is accepted",
+			env:  map[string]string{"DATABASE_URL": databaseURL, "SHUTDOWN_TIMEOUT": "0s"},
+			want: config.Config{DatabaseURL: databaseURL, GRPCAddress: ":50051", ShutdownTimeout: 0},
+		},
+		{
+			name: "a keyword/value DATABASE_URL is accepted",
+			env:  map[string]string{"DATABASE_URL": "host=db dbname=users pool_max_conns=8"},
+			want: config.Config{DatabaseURL: "host=db dbname=users pool_max_conns=8", GRPCAddress: ":50051", ShutdownTimeout: 20 * time.Second},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := config.Load(getenv(tt.env))
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Load mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name         string
+		env          map[string]string
+		wantVariable string
+		secret       string // must not appear in the error text
+	}{
+		{
+			name:         "a missing DATABASE_URL is reported",
+			env:          map[string]string{"GRPC_ADDRESS": ":50051"},
+			wantVariable: "DATABASE_URL",
+		},
+		{
+			name:         "an invalid pool setting in DATABASE_URL is reported without the password",
+			env:          map[string]string{"DATABASE_URL": "postgres://u:secretpw@h/db?pool_max_conns=abc"},
+			wantVariable: "DATABASE_URL",
+			secret:       "secretpw",
+		},
+		{
+			name:         "an unparsable DATABASE_URL is reported without the password",
+			env:          map[string]string{"DATABASE_URL": "postgres://u:secretpw@h:notaport/db"},
+			wantVariable: "DATABASE_URL",
+			secret:       "secretpw",
+		},
+		{
+			name:         "a GRPC_ADDRESS without a port is reported",
+			env:          map[string]string{"DATABASE_URL": databaseURL, "GRPC_ADDRESS": "localhost"},
+			wantVariable: "GRPC_ADDRESS",
+		},
+		{
+			name:         "a SHUTDOWN_TIMEOUT that is not a duration is reported",
+			env:          map[string]string{"DATABASE_URL": databaseURL, "SHUTDOWN_TIMEOUT": "soon"},
+			wantVariable: "SHUTDOWN_TIMEOUT",
+		},
+		{
+			name:         "a negative SHUTDOWN_TIMEOUT is reported",
+			env:          map[string]string{"DATABASE_URL": databaseURL, "SHUTDOWN_TIMEOUT": "-1s"},
+			wantVariable: "SHUTDOWN_TIMEOUT",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := config.Load(getenv(tt.env))
+			if err == nil {
+				t.Fatalf("Load = %+v, nil; want an error naming %s", got, tt.wantVariable)
+			}
+			if !config.IsError(err) {
+				t.Errorf("IsError(%v) = false, want true", err)
+			}
+			var cfgErr *config.Error
+			if !errors.As(err, &cfgErr) {
+				t.Fatalf("Load error %v (%T) is not a *config.Error", err, err)
+			}
+			if cfgErr.Variable != tt.wantVariable {
+				t.Errorf("error names variable %q, want %q (error: %v)", cfgErr.Variable, tt.wantVariable, err)
+			}
+			if !strings.HasPrefix(err.Error(), tt.wantVariable+": ") {
+				t.Errorf("error text %q does not start with %q", err, tt.wantVariable+": ")
+			}
+			if tt.secret != "" && strings.Contains(err.Error(), tt.secret) {
+				t.Errorf("error text leaks the password: %q", err)
+			}
+			if diff := cmp.Diff(config.Config{}, got); diff != "" {
+				t.Errorf("Load returned a partial config with its error (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestIsError(t *testing.T) {
+	t.Parallel()
+	cfgErr := &config.Error{Variable: "DATABASE_URL", Reason: "is required"}
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{name: "a configuration error is one", err: cfgErr, want: true},
+		{name: "a wrapped configuration error is one", err: fmt.Errorf("start: %w", cfgErr), want: true},
+		{name: "another error is not one", err: errors.New("connection refused"), want: false},
+		{name: "nil is not one", err: nil, want: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if got := config.IsError(tt.err); got != tt.want {
+				t.Errorf("IsError(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+		})
+	}
+}
+
+// getenv looks variables up in env, as os.Getenv would in the environment.
+func getenv(env map[string]string) func(string) string {
+	return func(key string) string { return env[key] }
+}

@@ -1,0 +1,285 @@
+package migrate_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/google/uuid"
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/agynio/users/internal/migrate"
+	"github.com/agynio/users/internal/testdb"
+	"github.com/agynio/users/sql/migrations"
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(testdb.Run(m))
+}
+
+// schema is what a migration run leaves behind that the tests look at.
+type schema struct {
+	UsersTable bool
+	Versions   []string // schema_migrations rows, in order
+}
+
+func TestUpDownUp(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	databaseURL := testdb.EmptyURL(t)
+	all := migrationVersions(t)
+
+	steps := []struct {
+		name        string
+		run         func(ctx context.Context, databaseURL string, log io.Writer) error
+		want        schema
+		wantPending int
+	}{
+		{
+			name:        "up creates the users table and records every version",
+			run:         migrate.Up,
+			want:        schema{UsersTable: true, Versions: all},
+			wantPending: 0,
+		},
+		{
+			name:        "down drops the users table and forgets the last version",
+			run:         migrate.Down,
+			want:        schema{UsersTable: false, Versions: all[:len(all)-1]},
+			wantPending: 1,
+		},
+		{
+			name:        "up again brings the users table back",
+			run:         migrate.Up,
+			want:        schema{UsersTable: true, Versions: all},
+			wantPending: 0,
+		},
+	}
+	// The steps build on each other: they run in order, and a failed step
+	// stops the rest.
+	for _, step := range steps {
+		ok := t.Run(step.name, func(t *testing.T) {
+			var log bytes.Buffer
+			if err := step.run(ctx, databaseURL, &log); err != nil {
+				t.Fatalf("migration failed: %v\n%s", err, &log)
+			}
+			if diff := cmp.Diff(step.want, schemaOf(t, databaseURL), cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("schema mismatch (-want +got):\n%s", diff)
+			}
+			log.Reset()
+			pending, err := migrate.Status(ctx, databaseURL, &log)
+			if err != nil {
+				t.Fatalf("Status: %v\n%s", err, &log)
+			}
+			if pending != step.wantPending {
+				t.Errorf("Status reports %d pending, want %d\n%s", pending, step.wantPending, &log)
+			}
+		})
+		if !ok {
+			return
+		}
+	}
+}
+
+// TestConcurrentUp is what the advisory lock is for: replicas starting
+// together all run "migrate up" against one database.
+func TestConcurrentUp(t *testing.T) {
+	t.Parallel()
+	const replicas = 16
+	ctx := t.Context()
+	databaseURL := testdb.EmptyURL(t)
+
+	var (
+		wg    sync.WaitGroup
+		start = make(chan struct{})
+		errs  = make([]error, replicas)
+	)
+	for i := range replicas {
+		wg.Go(func() {
+			<-start
+			errs[i] = migrate.Up(ctx, databaseURL, io.Discard)
+		})
+	}
+	close(start)
+	wg.Wait()
+
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("Up #%d: %v", i, err)
+		}
+	}
+	want := schema{UsersTable: true, Versions: migrationVersions(t)}
+	if diff := cmp.Diff(want, schemaOf(t, databaseURL), cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("schema mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// TestUpWithPoolSettings: DATABASE_URL carries pgxpool settings for the
+// service, and "users migrate up" is given the same URL.
+func TestUpWithPoolSettings(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	databaseURL := withQuery(t, testdb.EmptyURL(t), "pool_max_conns", "4")
+
+	var log bytes.Buffer
+	if err := migrate.Up(ctx, databaseURL, &log); err != nil {
+		t.Fatalf("Up(%q): %v\n%s", databaseURL, err, &log)
+	}
+	want := schema{UsersTable: true, Versions: migrationVersions(t)}
+	if diff := cmp.Diff(want, schemaOf(t, databaseURL), cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("schema mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// TestCheckConstraints: the schema enforces the API's length limits, in
+// characters, for writes that bypass the API.
+func TestCheckConstraints(t *testing.T) {
+	t.Parallel()
+	pool := testdb.New(t)
+
+	// "é" is two bytes in UTF-8: the boundary cases only fit if the limits
+	// count characters.
+	tests := []struct {
+		name           string
+		column         string
+		value          string
+		wantConstraint string // empty: the insert succeeds
+	}{
+		{name: "an oidc_subject of 255 characters is accepted", column: "oidc_subject", value: strings.Repeat("é", 255)},
+		{name: "an oidc_subject of 256 characters is rejected", column: "oidc_subject", value: strings.Repeat("s", 256), wantConstraint: "users_oidc_subject_length"},
+		{name: "an empty oidc_subject is rejected", column: "oidc_subject", value: "", wantConstraint: "users_oidc_subject_length"},
+		{name: "a name of 256 characters is accepted", column: "name", value: strings.Repeat("é", 256)},
+		{name: "a name of 257 characters is rejected", column: "name", value: strings.Repeat("n", 257), wantConstraint: "users_name_length"},
+		{name: "an email of 254 characters is accepted", column: "email", value: strings.Repeat("é", 254)},
+		{name: "an email of 255 characters is rejected", column: "email", value: strings.Repeat("e", 255), wantConstraint: "users_email_length"},
+		{name: "a photo_url of 2048 characters is accepted", column: "photo_url", value: strings.Repeat("é", 2048)},
+		{name: "a photo_url of 2049 characters is rejected", column: "photo_url", value: strings.Repeat("p", 2049), wantConstraint: "users_photo_url_length"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			row := map[string]string{
+				"oidc_subject": "subject-" + uuid.NewString(), // unique, so cases do not collide
+				"name":         "",
+				"email":        "",
+				"photo_url":    "",
+			}
+			if _, ok := row[tt.column]; !ok {
+				t.Fatalf("unknown column %q", tt.column)
+			}
+			row[tt.column] = tt.value
+
+			_, err := pool.Exec(t.Context(),
+				`INSERT INTO users (identity_id, oidc_subject, name, email, photo_url) VALUES ($1, $2, $3, $4, $5)`,
+				uuid.New(), row["oidc_subject"], row["name"], row["email"], row["photo_url"])
+
+			if tt.wantConstraint == "" {
+				if err != nil {
+					t.Fatalf("insert failed: %v", err)
+				}
+				return
+			}
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) {
+				t.Fatalf("insert returned %v, want a PostgreSQL error", err)
+			}
+			got := violation{Code: pgErr.Code, Constraint: pgErr.ConstraintName}
+			want := violation{Code: pgerrcode.CheckViolation, Constraint: tt.wantConstraint}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("insert error mismatch (-want +got):\n%s\nerror: %v", diff, err)
+			}
+		})
+	}
+}
+
+type violation struct {
+	Code       string
+	Constraint string
+}
+
+// migrationVersions lists the versions of the embedded migration files, in
+// the order dbmate applies them.
+func migrationVersions(t *testing.T) []string {
+	t.Helper()
+	files, err := fs.Glob(migrations.FS, "*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatal("no embedded migration files")
+	}
+	versions := make([]string, 0, len(files))
+	for _, f := range files {
+		v, _, ok := strings.Cut(f, "_")
+		if !ok {
+			t.Fatalf("migration file %q is not named <version>_<name>.sql", f)
+		}
+		versions = append(versions, v)
+	}
+	return versions // fs.Glob sorts, and versions are fixed-width timestamps
+}
+
+func schemaOf(t *testing.T, databaseURL string) schema {
+	t.Helper()
+	ctx := t.Context()
+	conn, err := pgx.Connect(ctx, stripPoolSettings(t, databaseURL))
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+
+	var s schema
+	if err := conn.QueryRow(ctx, `SELECT to_regclass('public.users') IS NOT NULL`).Scan(&s.UsersTable); err != nil {
+		t.Fatalf("look up users table: %v", err)
+	}
+	rows, err := conn.Query(ctx, `SELECT version FROM schema_migrations ORDER BY version`)
+	if err != nil {
+		t.Fatalf("read schema_migrations: %v", err)
+	}
+	s.Versions, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatalf("read schema_migrations: %v", err)
+	}
+	return s
+}
+
+// withQuery returns rawURL with the query parameter key set to value.
+func withQuery(t *testing.T, rawURL, key, value string) string {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set(key, value)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// stripPoolSettings drops pgxpool's settings, which a plain pgx connection
+// would send to the server as run-time parameters.
+func stripPoolSettings(t *testing.T, rawURL string) string {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	for k := range q {
+		if strings.HasPrefix(k, "pool_") {
+			q.Del(k)
+		}
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
