@@ -1,0 +1,160 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+
+	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
+	"github.com/agynio/users/internal/testdb"
+)
+
+// An address nothing listens on: a port we held and released.
+func deadAddress(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+func TestUnreachableDatabaseIsUnavailable(t *testing.T) {
+	t.Parallel()
+	pool, err := pgxpool.New(t.Context(), fmt.Sprintf("postgres://users@%s/users?connect_timeout=2&sslmode=disable", deadAddress(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	e := newEnvOn(t, pool)
+
+	calls := map[string]func(context.Context) error{
+		"ResolveOrCreateUser": func(ctx context.Context) error {
+			_, err := e.client.ResolveOrCreateUser(ctx, &usersv1.ResolveOrCreateUserRequest{OidcSubject: "s"})
+			return err
+		},
+		"GetUser": func(ctx context.Context) error {
+			_, err := e.client.GetUser(ctx, &usersv1.GetUserRequest{IdentityId: uuid.NewString()})
+			return err
+		},
+		"GetUserByOIDCSubject": func(ctx context.Context) error {
+			_, err := e.client.GetUserByOIDCSubject(ctx, &usersv1.GetUserByOIDCSubjectRequest{OidcSubject: "s"})
+			return err
+		},
+		"BatchGetUsers": func(ctx context.Context) error {
+			_, err := e.client.BatchGetUsers(ctx, &usersv1.BatchGetUsersRequest{IdentityIds: []string{uuid.NewString()}})
+			return err
+		},
+		"UpdateUser": func(ctx context.Context) error {
+			_, err := e.client.UpdateUser(ctx, &usersv1.UpdateUserRequest{IdentityId: uuid.NewString(), Name: proto.String("n")})
+			return err
+		},
+	}
+	for name, call := range calls {
+		t.Run(name, func(t *testing.T) {
+			st := wantCode(t, call(t.Context()), codes.Unavailable)
+			if strings.Contains(st.Message(), "127.0.0.1") || strings.Contains(st.Message(), "refused") {
+				t.Errorf("status message %q leaks the driver's error", st.Message())
+			}
+		})
+	}
+	if !strings.Contains(e.logs.String(), "refused") {
+		t.Errorf("the cause is not logged; logs:\n%s", e.logs)
+	}
+}
+
+// A connection the server ends (restart, failover) is UNAVAILABLE, and the
+// next call gets a new connection.
+func TestDroppedConnectionIsUnavailableThenRecovers(t *testing.T) {
+	t.Parallel()
+	url := testdb.URL(t)
+	pool, err := pgxpool.New(t.Context(), url+"&pool_max_conns=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	e := newEnvOn(t, pool)
+	u := e.createUser(t, &usersv1.ResolveOrCreateUserRequest{OidcSubject: "s"})
+
+	admin, err := pgx.Connect(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	if _, err := admin.Exec(t.Context(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid()`); err != nil {
+		t.Fatal(err)
+	}
+
+	req := &usersv1.GetUserRequest{IdentityId: u.GetMeta().GetId()}
+	_, err = e.client.GetUser(t.Context(), req)
+	wantCode(t, err, codes.Unavailable)
+	if _, err := e.client.GetUser(t.Context(), req); err != nil {
+		t.Errorf("call after the reconnect: %v", err)
+	}
+}
+
+// Anything unforeseen is INTERNAL with a generic message; the database's
+// words go to the log only.
+func TestUnexpectedDatabaseErrorIsInternalAndLogged(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	if _, err := e.conn.Exec(t.Context(), "DROP TABLE users"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.client.GetUser(t.Context(), &usersv1.GetUserRequest{IdentityId: uuid.NewString()})
+	st := wantCode(t, err, codes.Internal)
+	if st.Message() != "internal error" {
+		t.Errorf("message = %q, want the generic %q", st.Message(), "internal error")
+	}
+	if logs := e.logs.String(); !strings.Contains(logs, `relation \"users\" does not exist`) || !strings.Contains(logs, "GetUser") {
+		t.Errorf("the cause and method are not logged; logs:\n%s", logs)
+	}
+}
+
+// The caller's deadline or cancellation, reaching the database mid-query,
+// is reported as such and not as a database failure.
+func TestCallerDeadlineAndCancellation(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	u := e.createUser(t, &usersv1.ResolveOrCreateUserRequest{OidcSubject: "locked"})
+	id := u.GetMeta().GetId()
+
+	// Hold the row so that UpdateUser blocks inside PostgreSQL.
+	tx, err := e.conn.(*pgxpool.Pool).Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background()) //nolint:errcheck // the test's own lock
+	if _, err := tx.Exec(t.Context(), "SELECT 1 FROM users WHERE identity_id = $1 FOR UPDATE", id); err != nil {
+		t.Fatal(err)
+	}
+	req := &usersv1.UpdateUserRequest{IdentityId: id, Name: proto.String("blocked")}
+
+	t.Run("deadline", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+		defer cancel()
+		_, err := e.srv.UpdateUser(ctx, req)
+		wantCode(t, err, codes.DeadlineExceeded)
+	})
+	t.Run("cancel", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		time.AfterFunc(200*time.Millisecond, cancel)
+		_, err := e.srv.UpdateUser(ctx, req)
+		wantCode(t, err, codes.Canceled)
+	})
+	if strings.Contains(e.logs.String(), "internal error") {
+		t.Errorf("a caller's deadline was logged as an internal error:\n%s", e.logs)
+	}
+}

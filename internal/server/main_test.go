@@ -1,0 +1,137 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/agynio/users/internal/db"
+	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
+	"github.com/agynio/users/internal/identity"
+	"github.com/agynio/users/internal/server"
+	"github.com/agynio/users/internal/testdb"
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(testdb.Run(m))
+}
+
+// syncBuffer is a log sink that the server's goroutines may write
+// concurrently with the test reading it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// env is one test's service: a gRPC client talking through the real gRPC
+// stack (in memory) to a Server on the test's own database.
+type env struct {
+	client usersv1.UsersServiceClient
+	srv    *server.Server
+	conn   db.DBTX
+	logs   *syncBuffer
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	return newEnvOn(t, testdb.New(t))
+}
+
+func newEnvOn(t *testing.T, conn db.DBTX) *env {
+	t.Helper()
+	logs := &syncBuffer{}
+	srv := server.New(conn, identity.Local{}, slog.New(slog.NewJSONHandler(logs, nil)))
+
+	lis := bufconn.Listen(1 << 20)
+	gs := grpc.NewServer()
+	usersv1.RegisterUsersServiceServer(gs, srv)
+	go gs.Serve(lis) //nolint:errcheck // returns when stopped
+	t.Cleanup(gs.Stop)
+
+	cc, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return &env{client: usersv1.NewUsersServiceClient(cc), srv: srv, conn: conn, logs: logs}
+}
+
+// createUser resolves a new user and fails the test unless it was created.
+func (e *env) createUser(t *testing.T, req *usersv1.ResolveOrCreateUserRequest) *usersv1.User {
+	t.Helper()
+	resp, err := e.client.ResolveOrCreateUser(t.Context(), req)
+	if err != nil {
+		t.Fatalf("ResolveOrCreateUser: %v", err)
+	}
+	if !resp.GetCreated() {
+		t.Fatalf("ResolveOrCreateUser(%q): created = false, want true", req.GetOidcSubject())
+	}
+	return resp.GetUser()
+}
+
+// countUsers returns how many rows the users table holds.
+func (e *env) countUsers(t *testing.T) int {
+	t.Helper()
+	var n int
+	if err := e.conn.QueryRow(context.Background(), "SELECT count(*) FROM users").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// wantCode fails the test unless err is a status with the given code.
+func wantCode(t *testing.T, err error, want codes.Code) *status.Status {
+	t.Helper()
+	st, ok := status.FromError(err)
+	if !ok {
+		t.Fatalf("error %v is not a gRPC status", err)
+	}
+	if st.Code() != want {
+		t.Fatalf("code = %s (%q), want %s", st.Code(), st.Message(), want)
+	}
+	return st
+}
+
+// wantViolations fails the test unless err is INVALID_ARGUMENT carrying a
+// BadRequest whose field violations name exactly the given fields.
+func wantViolations(t *testing.T, err error, fields ...string) {
+	t.Helper()
+	st := wantCode(t, err, codes.InvalidArgument)
+	var got []string
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, fv := range br.GetFieldViolations() {
+				got = append(got, fv.GetField())
+			}
+		}
+	}
+	if diff := cmp.Diff(fields, got); diff != "" {
+		t.Fatalf("field violations (-want +got):\n%s\nstatus: %s", diff, st.Message())
+	}
+}
