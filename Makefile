@@ -6,8 +6,9 @@ SHELL := /bin/bash
 BIN := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
-# Pinned tools (tools/go.mod) are built into bin/ on first use.
-TOOLS := $(BIN)/sqlc $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
+# Pinned tools (tools/go.mod) are built into bin/ on first use: the code
+# generators, and grpcurl for the README examples.
+TOOLS := $(BIN)/sqlc $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/grpcurl
 GO_TEST_FLAGS ?= -race -shuffle=on -count=1 -timeout=15m
 
 # With no DATABASE_URL, run and test start a throwaway PostgreSQL of their own.

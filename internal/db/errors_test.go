@@ -1,0 +1,55 @@
+package db_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/puddle/v2"
+
+	"github.com/agynio/users/internal/db"
+)
+
+func pgErr(code string) error {
+	return fmt.Errorf("query: %w", &pgconn.PgError{Code: code, Message: "from the server"})
+}
+
+func TestErrorKinds(t *testing.T) {
+	t.Parallel()
+	type kinds struct{ notFound, unavailable, constraint bool }
+	tests := []struct {
+		name string
+		err  error
+		want kinds
+	}{
+		{"no error is no kind", nil, kinds{}},
+		{"no rows is not found", fmt.Errorf("get: %w", pgx.ErrNoRows), kinds{notFound: true}},
+		{"a connection exception is unavailable", pgErr(pgerrcode.ConnectionFailure), kinds{unavailable: true}},
+		{"an administrator shutdown is unavailable", pgErr(pgerrcode.AdminShutdown), kinds{unavailable: true}},
+		{"a server starting up is unavailable", pgErr(pgerrcode.CannotConnectNow), kinds{unavailable: true}},
+		{"too many connections is unavailable", pgErr(pgerrcode.TooManyConnections), kinds{unavailable: true}},
+		{"a closed pool is unavailable", puddle.ErrClosedPool, kinds{unavailable: true}},
+		{"an unexpected EOF is unavailable", fmt.Errorf("read: %w", io.ErrUnexpectedEOF), kinds{unavailable: true}},
+		{"a check violation is a constraint violation", pgErr(pgerrcode.CheckViolation), kinds{constraint: true}},
+		{"a NUL byte refused by text is a constraint violation", pgErr(pgerrcode.CharacterNotInRepertoire), kinds{constraint: true}},
+		{"an overlong value is a constraint violation", pgErr(pgerrcode.StringDataRightTruncationDataException), kinds{constraint: true}},
+		{"a missing table is no kind", pgErr(pgerrcode.UndefinedTable), kinds{}},
+		{"a unique violation is no kind", pgErr(pgerrcode.UniqueViolation), kinds{}},
+		{"a plain error is no kind", errors.New("boom"), kinds{}},
+		{"a cancelled context is no kind", context.Canceled, kinds{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := kinds{db.IsNotFound(tt.err), db.IsUnavailable(tt.err), db.IsConstraintViolation(tt.err)}
+			if got != tt.want {
+				t.Errorf("kinds = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
