@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -46,7 +47,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		fmt.Println(usage)
 		return nil
 	default:
-		return usageError{fmt.Sprintf("unknown command %q", append([]string{cmd}, args...))}
+		return usageError{fmt.Sprintf("unknown command %q", strings.Join(append([]string{cmd}, args...), " "))}
 	}
 
 	cfg, err := config.Load(getenv)
