@@ -11,13 +11,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/reflection"
 
 	"github.com/agynio/users/internal/config"
-	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
 	"github.com/agynio/users/internal/identity"
 	"github.com/agynio/users/internal/migrate"
 	"github.com/agynio/users/internal/server"
@@ -87,17 +82,12 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	defer pool.Close()
 
-	// gRPC server, health and reflection.
+	// gRPC server, with health and reflection.
 	lis, err := net.Listen("tcp", cfg.GRPCAddress)
 	if err != nil {
 		return fmt.Errorf("listen on GRPC_ADDRESS %s: %w", cfg.GRPCAddress, err)
 	}
-	srv := grpc.NewServer()
-	usersv1.RegisterUsersServiceServer(srv, server.New(pool, identity.Local{}, log))
-	healthSrv := health.NewServer()
-	healthSrv.SetServingStatus(usersv1.UsersService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(srv, healthSrv)
-	reflection.Register(srv)
+	srv, healthSrv := server.NewGRPCServer(server.New(pool, identity.Local{}, log), log)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()

@@ -50,6 +50,7 @@ func (b *syncBuffer) String() string {
 // env is one test's service: a gRPC client talking through the real gRPC
 // stack (in memory) to a Server on the test's own database.
 type env struct {
+	cc     *grpc.ClientConn
 	client usersv1.UsersServiceClient
 	srv    *server.Server
 	conn   db.DBTX
@@ -63,12 +64,19 @@ func newEnv(t *testing.T) *env {
 
 func newEnvOn(t *testing.T, conn db.DBTX) *env {
 	t.Helper()
+	return newEnvWith(t, conn, identity.Local{})
+}
+
+// newEnvWith serves with the same gRPC server the binary builds
+// (interceptors, codec, health), allocating ids with ids.
+func newEnvWith(t *testing.T, conn db.DBTX, ids identity.Allocator) *env {
+	t.Helper()
 	logs := &syncBuffer{}
-	srv := server.New(conn, identity.Local{}, slog.New(slog.NewJSONHandler(logs, nil)))
+	log := slog.New(slog.NewJSONHandler(logs, nil))
+	srv := server.New(conn, ids, log)
 
 	lis := bufconn.Listen(1 << 20)
-	gs := grpc.NewServer()
-	usersv1.RegisterUsersServiceServer(gs, srv)
+	gs, _ := server.NewGRPCServer(srv, log)
 	go gs.Serve(lis) //nolint:errcheck // returns when stopped
 	t.Cleanup(gs.Stop)
 
@@ -79,7 +87,7 @@ func newEnvOn(t *testing.T, conn db.DBTX) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	return &env{client: usersv1.NewUsersServiceClient(cc), srv: srv, conn: conn, logs: logs}
+	return &env{cc: cc, client: usersv1.NewUsersServiceClient(cc), srv: srv, conn: conn, logs: logs}
 }
 
 // createUser resolves a new user and fails the test unless it was created.

@@ -1,0 +1,120 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"unicode/utf8"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// invalidUTF8Marker is the unknown-field number under which requestCodec
+// notes the fields it dropped; the largest number protobuf allows, so that
+// no real field will ever take it.
+const invalidUTF8Marker = protowire.MaxValidNumber
+
+// requestCodec is gRPC's proto codec, except for one kind of bad input.
+// protobuf refuses a string field holding invalid UTF-8, and gRPC reports
+// any decoding failure as INTERNAL, which would blame the service for the
+// client's bytes. So when decoding fails, requestCodec drops the top-level
+// string fields that are not UTF-8, decodes the rest, and notes the
+// dropped fields' names in the message; rejectInvalidUTF8 then answers
+// INVALID_ARGUMENT naming them, before any handler sees the request.
+type requestCodec struct{ encoding.CodecV2 }
+
+func (requestCodec) Name() string { return "proto" }
+
+func (c requestCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	err := c.CodecV2.Unmarshal(data, v)
+	if err == nil {
+		return nil
+	}
+	m, ok := v.(proto.Message)
+	if !ok {
+		return err
+	}
+	kept, dropped := dropInvalidUTF8(data.Materialize(), m.ProtoReflect().Descriptor())
+	if len(dropped) == 0 {
+		return err // not an encoding problem we can name
+	}
+	if err := proto.Unmarshal(kept, m); err != nil {
+		return err
+	}
+	unknown := m.ProtoReflect().GetUnknown()
+	for _, field := range dropped {
+		unknown = protowire.AppendTag(unknown, invalidUTF8Marker, protowire.BytesType)
+		unknown = protowire.AppendString(unknown, field)
+	}
+	m.ProtoReflect().SetUnknown(unknown)
+	return nil
+}
+
+// dropInvalidUTF8 returns b without the top-level string fields of desc
+// whose value is not valid UTF-8, and those fields' names (list elements
+// by index). It returns no names if b is not well-formed.
+func dropInvalidUTF8(b []byte, desc protoreflect.MessageDescriptor) (kept []byte, dropped []string) {
+	seen := map[protowire.Number]int{} // list elements so far, per field
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, nil
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			return nil, nil
+		}
+		field := b[:n+m]
+		b = b[n+m:]
+
+		fd := desc.Fields().ByNumber(num)
+		if fd == nil || fd.Kind() != protoreflect.StringKind || typ != protowire.BytesType {
+			kept = append(kept, field...)
+			continue
+		}
+		index := seen[num]
+		seen[num]++
+		if value, _ := protowire.ConsumeBytes(field[n:]); utf8.Valid(value) {
+			kept = append(kept, field...)
+			continue
+		}
+		name := string(fd.Name())
+		if fd.IsList() {
+			name = fmt.Sprintf("%s[%d]", name, index)
+		}
+		dropped = append(dropped, name)
+	}
+	return kept, dropped
+}
+
+// rejectInvalidUTF8 answers INVALID_ARGUMENT for a request in which
+// requestCodec found string fields that are not UTF-8.
+func rejectInvalidUTF8(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if m, ok := req.(proto.Message); ok {
+		var v violations
+		b := m.ProtoReflect().GetUnknown()
+		for len(b) > 0 {
+			num, typ, n := protowire.ConsumeTag(b)
+			if n < 0 {
+				break
+			}
+			m := protowire.ConsumeFieldValue(num, typ, b[n:])
+			if m < 0 {
+				break
+			}
+			if num == invalidUTF8Marker && typ == protowire.BytesType {
+				field, _ := protowire.ConsumeString(b[n:])
+				v.add(field, "must be valid UTF-8")
+			}
+			b = b[n+m:]
+		}
+		if err := v.err(); err != nil {
+			return nil, err
+		}
+	}
+	return handler(ctx, req)
+}

@@ -1,0 +1,142 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
+	"github.com/agynio/users/internal/testdb"
+)
+
+// rawCodec sends and receives messages as the bytes given, so that a test
+// can put on the wire what a well-behaved client library never would.
+type rawCodec struct{}
+
+func (rawCodec) Name() string { return "proto" }
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	return mem.BufferSlice{mem.SliceBuffer(v.([]byte))}, nil
+}
+
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	*v.(*[]byte) = data.Materialize()
+	return nil
+}
+
+// field encodes one length-delimited field.
+func field(num protowire.Number, value string) []byte {
+	b := protowire.AppendTag(nil, num, protowire.BytesType)
+	return protowire.AppendString(b, value)
+}
+
+func cat(parts ...[]byte) []byte {
+	var b []byte
+	for _, p := range parts {
+		b = append(b, p...)
+	}
+	return b
+}
+
+// Protobuf refuses strings that are not UTF-8, and gRPC would call that
+// INTERNAL; the service answers INVALID_ARGUMENT naming the field.
+func TestInvalidUTF8IsInvalidArgumentNamingTheField(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	u := e.createUser(t, &usersv1.ResolveOrCreateUserRequest{OidcSubject: "kept", Name: "Kept"})
+	id := u.GetMeta().GetId()
+	const bad = "caf\xe9" // Latin-1, not UTF-8
+
+	tests := []struct {
+		name   string
+		method string
+		req    []byte
+		fields []string
+	}{
+		{"a subject that is not UTF-8", "ResolveOrCreateUser", field(1, bad), []string{"oidc_subject"}},
+		{"a name that is not UTF-8 beside a good subject", "ResolveOrCreateUser", cat(field(1, "new"), field(2, bad), field(3, "a@example.com")), []string{"name"}},
+		{"a lookup by a subject that is not UTF-8", "GetUserByOIDCSubject", field(1, bad), []string{"oidc_subject"}},
+		{"an id that is not UTF-8", "GetUser", field(1, bad), []string{"identity_id"}},
+		{"batch ids that are not UTF-8, by index", "BatchGetUsers", cat(field(1, id), field(1, bad), field(1, id), field(1, bad)), []string{"identity_ids[1]", "identity_ids[3]"}},
+		{"an update with an email that is not UTF-8", "UpdateUser", cat(field(1, id), field(2, "New"), field(3, bad)), []string{"email"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var resp []byte
+			err := e.cc.Invoke(t.Context(), "/agynio.api.users.v1.UsersService/"+tt.method, tt.req, &resp, grpc.ForceCodecV2(rawCodec{}))
+			wantViolations(t, err, tt.fields...)
+		})
+	}
+
+	t.Cleanup(func() {
+		if n := e.countUsers(t); n != 1 {
+			t.Errorf("users rows = %d, want 1", n)
+		}
+		got, err := e.client.GetUser(context.Background(), &usersv1.GetUserRequest{IdentityId: id})
+		if err != nil || got.GetUser().GetName() != "Kept" {
+			t.Errorf("existing user changed: %v, %v", got.GetUser(), err)
+		}
+	})
+}
+
+// A message that is broken in another way is still refused.
+func TestMalformedMessageIsRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var resp []byte
+	err := e.cc.Invoke(t.Context(), "/agynio.api.users.v1.UsersService/GetUser", []byte{0x0a, 0x05, 'a'}, &resp, grpc.ForceCodecV2(rawCodec{}))
+	if err == nil {
+		t.Fatal("a truncated message was accepted")
+	}
+}
+
+type panickingAllocator struct{}
+
+func (panickingAllocator) NewIdentityID(context.Context, string) (uuid.UUID, error) {
+	panic("allocator exploded")
+}
+
+type failingAllocator struct{}
+
+func (failingAllocator) NewIdentityID(context.Context, string) (uuid.UUID, error) {
+	return uuid.Nil, errors.New("identity registry said no")
+}
+
+// A panic below a handler is one INTERNAL answer, logged, and the server
+// goes on serving.
+func TestPanicIsInternalAndTheServerSurvives(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, testdb.New(t), panickingAllocator{})
+
+	_, err := e.client.ResolveOrCreateUser(t.Context(), &usersv1.ResolveOrCreateUserRequest{OidcSubject: "s"})
+	st := wantCode(t, err, codes.Internal)
+	if strings.Contains(st.Message(), "exploded") {
+		t.Errorf("message %q leaks the panic", st.Message())
+	}
+	if !strings.Contains(e.logs.String(), "allocator exploded") {
+		t.Errorf("the panic is not logged; logs:\n%s", e.logs)
+	}
+	_, err = e.client.GetUser(t.Context(), &usersv1.GetUserRequest{IdentityId: uuid.NewString()})
+	wantCode(t, err, codes.NotFound)
+}
+
+func TestAllocatorFailureIsInternal(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, testdb.New(t), failingAllocator{})
+	_, err := e.client.ResolveOrCreateUser(t.Context(), &usersv1.ResolveOrCreateUserRequest{OidcSubject: "s"})
+	st := wantCode(t, err, codes.Internal)
+	if strings.Contains(st.Message(), "registry") || !strings.Contains(e.logs.String(), "identity registry said no") {
+		t.Errorf("message %q, logs:\n%s", st.Message(), e.logs)
+	}
+	if n := e.countUsers(t); n != 0 {
+		t.Errorf("users rows = %d, want 0", n)
+	}
+}
