@@ -7,8 +7,8 @@ BIN := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
 # Pinned tools (tools/go.mod) are built into bin/ on first use: the code
-# generators, and grpcurl for the README examples.
-TOOLS := $(BIN)/sqlc $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/grpcurl
+# generators, staticcheck, and grpcurl for the README examples.
+TOOLS := $(BIN)/sqlc $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/grpcurl $(BIN)/staticcheck
 GO_TEST_FLAGS ?= -race -shuffle=on -count=1 -timeout=15m
 
 # With no DATABASE_URL, run and test start a throwaway PostgreSQL of their own.
@@ -30,20 +30,21 @@ generate: $(TOOLS) ## Regenerate Go from sql/ (sqlc) and proto/ (buf).
 	rm -rf internal/gen && buf generate
 
 .PHONY: check
-check: $(TOOLS) ## Fail on generated-code drift, vet, format or lint problems.
+check: lint ## Everything static: no generated-code drift, formatting, lint.
 	@sqlc diff || { echo "internal/db is stale: run 'make generate' and commit"; exit 1; }
-	sqlc vet
-	@rm -rf internal/gen && buf generate && git diff --exit-code --stat -- internal/gen && \
+	@rm -rf internal/gen && buf generate && \
 	  test -z "$$(git status --porcelain -- internal/gen)" || \
-	  { echo "internal/gen is stale: run 'make generate' and commit"; exit 1; }
-	buf lint
+	  { git status --short -- internal/gen; echo "internal/gen is stale: run 'make generate' and commit"; exit 1; }
 	buf format -d --exit-code
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run gofmt -w"; exit 1; }
-	go vet ./...
 	@go mod tidy -diff || { echo "go.mod is not tidy: run 'go mod tidy'"; exit 1; }
 
 .PHONY: lint
-lint: check ## Alias of check: every static check in one place.
+lint: $(TOOLS) ## Lint Go (go vet, staticcheck), SQL (sqlc vet) and the API (buf lint).
+	go vet ./...
+	staticcheck ./...
+	sqlc vet
+	buf lint
 
 .PHONY: build
 build: ## Build bin/users and bin/withpg.
