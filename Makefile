@@ -54,6 +54,11 @@ build: ## Build bin/users and bin/withpg.
 test: build ## Run all tests against a real PostgreSQL (throwaway unless TEST_DATABASE_URL/DATABASE_URL is set).
 	$(WITHPG) go test $(GO_TEST_FLAGS) ./...
 
+BENCH_FLAGS ?= -benchtime=1s -count=6
+.PHONY: bench
+bench: build ## Run the benchmarks against a real PostgreSQL (BENCH_FLAGS to tune).
+	$(WITHPG) go test -run '^$$' -bench . -benchmem $(BENCH_FLAGS) ./...
+
 .PHONY: run
 run: build ## Migrate and serve on :50051 (throwaway PostgreSQL unless DATABASE_URL is set).
 	$(WITHPG) sh -c '$(BIN)/users migrate up && exec $(BIN)/users serve'
