@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"io/fs"
-	"net/url"
 	"sort"
 	"strings"
 	"testing"
@@ -91,14 +90,7 @@ func TestMigrate(t *testing.T) {
 func TestMigrateUpAcceptsPoolSettings(t *testing.T) {
 	t.Parallel()
 	dbURL := testdb.EmptyURL(t)
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("pool_max_conns", "4")
-	u.RawQuery = q.Encode()
-	res := runUsers(t, map[string]string{"DATABASE_URL": u.String()}, "migrate", "up")
+	res := runUsers(t, map[string]string{"DATABASE_URL": testdb.WithQuery(t, dbURL, "pool_max_conns", "4")}, "migrate", "up")
 	if res.code != 0 {
 		t.Fatalf("exit code %d, want 0\nstderr:\n%s", res.code, res.stderr)
 	}

@@ -4,16 +4,19 @@ package migrate
 
 import (
 	"context"
-	"errors"
+	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/amacneil/dbmate/v2/pkg/dbmate"
-	_ "github.com/amacneil/dbmate/v2/pkg/driver/postgres" // registers the postgres:// and postgresql:// schemes
+	_ "github.com/amacneil/dbmate/v2/pkg/driver/postgres" // registers the postgres:// scheme
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/lib/pq"
 
 	"github.com/agynio/users/sql/migrations"
 )
@@ -48,13 +51,8 @@ func Status(ctx context.Context, databaseURL string, log io.Writer) (pending int
 // connection. The lock is session-scoped, so it is released when that
 // connection closes even if this process dies half-way.
 func withLock(ctx context.Context, databaseURL string, log io.Writer, fn func(*dbmate.DB) error) error {
-	db, err := newDBMate(databaseURL, log)
-	if err != nil {
-		return err
-	}
-
-	// pgxpool's parser takes the pool_* settings out of the URL, which
-	// pgx.Connect would send to the server as unknown run-time parameters.
+	// pgxpool's parser accepts exactly what the service accepts (URL or
+	// key=value, pool_* settings included) and sets the pool_* ones aside.
 	poolCfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		return err
@@ -70,28 +68,56 @@ func withLock(ctx context.Context, databaseURL string, log io.Writer, fn func(*d
 	}
 	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", lockKey) //nolint:errcheck // closing the connection releases it anyway
 
-	return fn(db)
-}
-
-func newDBMate(databaseURL string, log io.Writer) (*dbmate.DB, error) {
-	u, err := url.Parse(databaseURL)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		return nil, errors.New("migrations need a postgres:// or postgresql:// URL")
+	u, err := libpqURL(conn)
+	if err != nil {
+		return err
 	}
-	// dbmate connects with lib/pq, which would send pgxpool's settings to
-	// the server as unknown run-time parameters too.
-	q := u.Query()
-	for k := range q {
-		if strings.HasPrefix(k, "pool_") {
-			q.Del(k)
-		}
-	}
-	u.RawQuery = q.Encode()
-
 	db := dbmate.New(u)
 	db.FS = migrations.FS
 	db.MigrationsDir = []string{"."}
 	db.AutoDumpSchema = false // needs pg_dump, and the schema lives in sql/migrations already
 	db.Log = log
-	return db, nil
+	return fn(db)
+}
+
+// libpqTLSKey names, in lib/pq's registry, the TLS settings that pgx used.
+const libpqTLSKey = "users-migrate"
+
+// libpqURL describes conn's server for dbmate, which connects through
+// lib/pq. Passing DATABASE_URL on as it is would not do: lib/pq knows no
+// sslmode=prefer (pgx's default) and defaults to require, does not read
+// key=value strings here, and sends pgx's own settings to the server as
+// unknown parameters. So the URL is rebuilt from what pgx parsed, with the
+// TLS pgx actually ended up using, certificate checks included.
+func libpqURL(conn *pgx.Conn) (*url.URL, error) {
+	cfg := conn.Config()
+	q := url.Values{}
+	for k, v := range cfg.RuntimeParams {
+		q.Set(k, v)
+	}
+	if cfg.ConnectTimeout > 0 {
+		q.Set("connect_timeout", strconv.Itoa(max(1, int(cfg.ConnectTimeout.Seconds()))))
+	}
+	if _, ok := conn.PgConn().Conn().(*tls.Conn); ok && cfg.TLSConfig != nil {
+		if err := pq.RegisterTLSConfig(libpqTLSKey, cfg.TLSConfig); err != nil {
+			return nil, err
+		}
+		q.Set("sslmode", "pqgo-"+libpqTLSKey)
+	} else {
+		q.Set("sslmode", "disable")
+	}
+
+	u := &url.URL{
+		Scheme: "postgres",
+		User:   url.UserPassword(cfg.User, cfg.Password),
+		Path:   "/" + cfg.Database,
+	}
+	if strings.HasPrefix(cfg.Host, "/") { // Unix socket directory
+		q.Set("host", cfg.Host)
+		q.Set("port", strconv.Itoa(int(cfg.Port)))
+	} else {
+		u.Host = net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
+	}
+	u.RawQuery = q.Encode()
+	return u, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"net/url"
@@ -124,20 +125,46 @@ func TestConcurrentUp(t *testing.T) {
 	}
 }
 
-// TestUpWithPoolSettings: DATABASE_URL carries pgxpool settings for the
-// service, and "users migrate up" is given the same URL.
-func TestUpWithPoolSettings(t *testing.T) {
+// TestUpAcceptsWhatTheServiceAccepts: "users migrate up" is given the
+// service's DATABASE_URL, whatever form pgx accepts it in, and dbmate's
+// lib/pq must reach the same server.
+func TestUpAcceptsWhatTheServiceAccepts(t *testing.T) {
 	t.Parallel()
-	ctx := t.Context()
-	databaseURL := withQuery(t, testdb.EmptyURL(t), "pool_max_conns", "4")
-
-	var log bytes.Buffer
-	if err := migrate.Up(ctx, databaseURL, &log); err != nil {
-		t.Fatalf("Up(%q): %v\n%s", databaseURL, err, &log)
+	dsn := func(t *testing.T, rawURL string) string {
+		u, err := url.Parse(rawURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("host=%s port=%s user=%s dbname=%s", u.Hostname(), u.Port(), u.User.Username(), strings.TrimPrefix(u.Path, "/"))
 	}
-	want := schema{UsersTable: true, Versions: migrationVersions(t)}
-	if diff := cmp.Diff(want, schemaOf(t, databaseURL), cmpopts.EquateEmpty()); diff != "" {
-		t.Errorf("schema mismatch (-want +got):\n%s", diff)
+	tests := []struct {
+		name string
+		form func(t *testing.T, rawURL string) string
+	}{
+		{"a URL with pgxpool settings", func(t *testing.T, u string) string { return testdb.WithQuery(t, u, "pool_max_conns", "4") }},
+		{"a URL with pgx-only settings", func(t *testing.T, u string) string {
+			return testdb.WithQuery(t, testdb.WithQuery(t, u, "default_query_exec_mode", "exec"), "statement_cache_capacity", "0")
+		}},
+		{"a URL without sslmode (pgx prefers TLS, lib/pq would require it)", func(t *testing.T, u string) string { return testdb.WithQuery(t, u, "sslmode", "") }},
+		{"a URL with a run-time parameter", func(t *testing.T, u string) string {
+			return testdb.WithQuery(t, u, "application_name", "users-migrate")
+		}},
+		{"a key=value string without sslmode", dsn},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			databaseURL := testdb.EmptyURL(t)
+			given := tt.form(t, databaseURL)
+			var log bytes.Buffer
+			if err := migrate.Up(t.Context(), given, &log); err != nil {
+				t.Fatalf("Up(%q): %v\n%s", given, err, &log)
+			}
+			want := schema{UsersTable: true, Versions: migrationVersions(t)}
+			if diff := cmp.Diff(want, schemaOf(t, databaseURL), cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("schema mismatch (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 
@@ -232,7 +259,7 @@ func migrationVersions(t *testing.T) []string {
 func schemaOf(t *testing.T, databaseURL string) schema {
 	t.Helper()
 	ctx := t.Context()
-	conn, err := pgx.Connect(ctx, stripPoolSettings(t, databaseURL))
+	conn, err := pgx.Connect(ctx, databaseURL)
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
@@ -251,35 +278,4 @@ func schemaOf(t *testing.T, databaseURL string) schema {
 		t.Fatalf("read schema_migrations: %v", err)
 	}
 	return s
-}
-
-// withQuery returns rawURL with the query parameter key set to value.
-func withQuery(t *testing.T, rawURL, key, value string) string {
-	t.Helper()
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set(key, value)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
-
-// stripPoolSettings drops pgxpool's settings, which a plain pgx connection
-// would send to the server as run-time parameters.
-func stripPoolSettings(t *testing.T, rawURL string) string {
-	t.Helper()
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	for k := range q {
-		if strings.HasPrefix(k, "pool_") {
-			q.Del(k)
-		}
-	}
-	u.RawQuery = q.Encode()
-	return u.String()
 }

@@ -163,3 +163,21 @@ func firstNonEmpty(vs ...string) string {
 	}
 	return ""
 }
+
+// WithQuery returns rawURL with query parameter key set to value, or
+// removed if value is empty.
+func WithQuery(t testing.TB, rawURL, key, value string) string {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatalf("testdb: %v", err)
+	}
+	q := u.Query()
+	if value == "" {
+		q.Del(key)
+	} else {
+		q.Set(key, value)
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
