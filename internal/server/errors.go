@@ -19,11 +19,12 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 	switch {
 	case db.IsNotFound(err):
 		return status.Error(codes.NotFound, "user not found")
-	// The caller's own deadline or cancellation comes first: the driver
-	// reports it as a broken connection, which is not the database's fault.
-	case errors.Is(ctx.Err(), context.DeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
+	// The caller's own deadline or cancellation, by the request's context
+	// only: the driver also reports its own connect_timeout as a deadline,
+	// and that one is the database's fault.
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
-	case errors.Is(ctx.Err(), context.Canceled), errors.Is(err, context.Canceled):
+	case errors.Is(ctx.Err(), context.Canceled):
 		return status.Error(codes.Canceled, "request canceled")
 	case db.IsUnavailable(err):
 		s.log.WarnContext(ctx, "database unavailable", "method", method, "error", err)

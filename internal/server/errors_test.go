@@ -30,16 +30,62 @@ func deadAddress(t *testing.T) string {
 	return addr
 }
 
-func TestUnreachableDatabaseIsUnavailable(t *testing.T) {
-	t.Parallel()
-	pool, err := pgxpool.New(t.Context(), fmt.Sprintf("postgres://users@%s/users?connect_timeout=2&sslmode=disable", deadAddress(t)))
+// silentAddress is a server that accepts connections and never answers,
+// like a database host that is up but wedged.
+func silentAddress(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(pool.Close)
-	e := newEnvOn(t, pool)
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	return l.Addr().String()
+}
 
-	calls := map[string]func(context.Context) error{
+func TestUnreachableDatabaseIsUnavailable(t *testing.T) {
+	t.Parallel()
+	databases := []struct {
+		name  string
+		addr  string
+		cause string // what the log must say
+	}{
+		{"a refused connection", deadAddress(t), "refused"},
+		{"a server that never answers", silentAddress(t), "timeout"},
+	}
+	for _, d := range databases {
+		t.Run(d.name, func(t *testing.T) {
+			t.Parallel()
+			pool, err := pgxpool.New(t.Context(), fmt.Sprintf("postgres://users@%s/users?connect_timeout=1&sslmode=disable", d.addr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(pool.Close)
+			e := newEnvOn(t, pool)
+			for name, call := range allRPCs(e) {
+				st := wantCode(t, call(t.Context()), codes.Unavailable)
+				if strings.Contains(st.Message(), "127.0.0.1") || strings.Contains(st.Message(), d.cause) {
+					t.Errorf("%s: status message %q leaks the driver's error", name, st.Message())
+				}
+			}
+			if !strings.Contains(e.logs.String(), d.cause) {
+				t.Errorf("the cause is not logged; logs:\n%s", e.logs)
+			}
+		})
+	}
+}
+
+// allRPCs calls each RPC with a valid request.
+func allRPCs(e *env) map[string]func(context.Context) error {
+	return map[string]func(context.Context) error{
 		"ResolveOrCreateUser": func(ctx context.Context) error {
 			_, err := e.client.ResolveOrCreateUser(ctx, &usersv1.ResolveOrCreateUserRequest{OidcSubject: "s"})
 			return err
@@ -61,17 +107,6 @@ func TestUnreachableDatabaseIsUnavailable(t *testing.T) {
 			return err
 		},
 	}
-	for name, call := range calls {
-		t.Run(name, func(t *testing.T) {
-			st := wantCode(t, call(t.Context()), codes.Unavailable)
-			if strings.Contains(st.Message(), "127.0.0.1") || strings.Contains(st.Message(), "refused") {
-				t.Errorf("status message %q leaks the driver's error", st.Message())
-			}
-		})
-	}
-	if !strings.Contains(e.logs.String(), "refused") {
-		t.Errorf("the cause is not logged; logs:\n%s", e.logs)
-	}
 }
 
 // A connection the server ends (restart, failover) is UNAVAILABLE, and the
@@ -79,7 +114,14 @@ func TestUnreachableDatabaseIsUnavailable(t *testing.T) {
 func TestDroppedConnectionIsUnavailableThenRecovers(t *testing.T) {
 	t.Parallel()
 	url := testdb.URL(t)
-	pool, err := pgxpool.New(t.Context(), url+"&pool_max_conns=1")
+	cfg, err := pgxpool.ParseConfig(testdb.WithQuery(t, url, "pool_max_conns", "1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// pgxpool pings a connection idle for over a second and quietly
+	// replaces a dead one; this test wants the dead one used.
+	cfg.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return false }
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,6 +189,29 @@ func TestCallerDeadlineAndCancellation(t *testing.T) {
 		defer cancel()
 		_, err := e.srv.UpdateUser(ctx, req)
 		wantCode(t, err, codes.DeadlineExceeded)
+	})
+	t.Run("deadline set by a client, through gRPC", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+		defer cancel()
+		_, err := e.client.UpdateUser(ctx, req)
+		wantCode(t, err, codes.DeadlineExceeded)
+		// The server saw the deadline too: its query was cancelled
+		// rather than left waiting for the lock (cancellation is
+		// asynchronous, so allow it a moment).
+		var waiting int
+		for range 100 {
+			if err := e.conn.QueryRow(context.Background(),
+				"SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'").Scan(&waiting); err != nil {
+				t.Fatal(err)
+			}
+			if waiting == 0 {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if waiting != 0 {
+			t.Errorf("%d queries still wait for the lock after the deadline", waiting)
+		}
 	})
 	t.Run("cancel", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())

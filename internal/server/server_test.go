@@ -1,17 +1,21 @@
 package server_test
 
 import (
+	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
+	"github.com/agynio/users/internal/testdb"
 )
 
 // ignoreMeta compares users by content; meta is checked separately.
@@ -80,8 +84,15 @@ func TestResolveOrCreateUserAcceptsMinimalClaims(t *testing.T) {
 // same identity id, and exactly one reports created.
 func TestResolveOrCreateUserConcurrentFirstLogins(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
 	const n = 64
+	// As many connections as callers, so that they really race in the
+	// database rather than queue for a connection.
+	pool, err := pgxpool.New(t.Context(), testdb.WithQuery(t, testdb.URL(t), "pool_max_conns", "64"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	e := newEnvOn(t, pool)
 
 	var (
 		wg      sync.WaitGroup
@@ -120,6 +131,58 @@ func TestResolveOrCreateUserConcurrentFirstLogins(t *testing.T) {
 	}
 	if got := e.countUsers(t); got != 1 {
 		t.Errorf("users rows = %d, want 1", got)
+	}
+}
+
+// The losing side of a first-login race, made deterministic: the winner's
+// insert is still uncommitted when the login starts, so the login's
+// statement snapshot cannot see it and the fallback read must.
+func TestResolveOrCreateUserLosingARaceReturnsTheWinner(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	pool := e.conn.(*pgxpool.Pool)
+	winner := uuid.Must(uuid.NewV7())
+
+	tx, err := pool.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background()) //nolint:errcheck // committed below on success
+	if _, err := tx.Exec(t.Context(), "INSERT INTO users (identity_id, oidc_subject, name) VALUES ($1, 'racer', 'Winner')", winner); err != nil {
+		t.Fatal(err)
+	}
+
+	type result struct {
+		resp *usersv1.ResolveOrCreateUserResponse
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := e.client.ResolveOrCreateUser(t.Context(), &usersv1.ResolveOrCreateUserRequest{OidcSubject: "racer", Name: "Loser"})
+		done <- result{resp, err}
+	}()
+
+	// Wait until the login's INSERT is blocked on the winner's row.
+	deadline := time.Now().Add(10 * time.Second)
+	for blocked := false; !blocked; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the login never blocked on the uncommitted insert")
+		}
+		if err := pool.QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock')`).Scan(&blocked); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.resp.GetCreated() || r.resp.GetUser().GetMeta().GetId() != winner.String() || r.resp.GetUser().GetName() != "Winner" {
+		t.Errorf("got created=%v %v, want the winner's row %s with created=false", r.resp.GetCreated(), r.resp.GetUser(), winner)
 	}
 }
 
@@ -176,7 +239,7 @@ func TestBatchGetUsers(t *testing.T) {
 		{"missing ids are omitted", []string{missing, id(b), uuid.NewString()}, []*usersv1.User{b}},
 		{"a duplicated id returns its user once, at its first occurrence", []string{id(b), id(a), id(b), id(a)}, []*usersv1.User{b, a}},
 		{"only missing ids return no users", []string{missing}, nil},
-		{"upper-case ids are accepted", []string{toUpper(id(a))}, []*usersv1.User{a}},
+		{"upper-case ids are accepted", []string{strings.ToUpper(id(a))}, []*usersv1.User{a}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -281,14 +344,4 @@ func TestUpdateUserNotFound(t *testing.T) {
 	if n := e.countUsers(t); n != 0 {
 		t.Errorf("users rows = %d, want 0", n)
 	}
-}
-
-func toUpper(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'a' <= c && c <= 'z' {
-			b[i] = c - 'a' + 'A'
-		}
-	}
-	return string(b)
 }

@@ -1,28 +1,37 @@
 // Package testdb gives every test its own migrated PostgreSQL database.
 //
-// One server per test binary: TEST_DATABASE_URL or DATABASE_URL when set
-// (make test sets TEST_DATABASE_URL to one server shared by all packages),
-// else a throwaway one from pgtest. Migrations run once, into a template
-// database; each test gets a CREATE DATABASE ... TEMPLATE clone, dropped
-// WITH (FORCE) when the test ends, so tests run in parallel without seeing
-// each other's rows.
+// The server is TEST_DATABASE_URL or DATABASE_URL when set (make test sets
+// TEST_DATABASE_URL to one throwaway server for all packages), else a
+// throwaway one of the test binary's own from pgtest. Migrations run once
+// per server and migration set, into a template database that every
+// package shares; each test gets a CREATE DATABASE ... TEMPLATE clone,
+// dropped WITH (FORCE) when the test ends, so tests run in parallel without
+// seeing each other's rows.
 package testdb
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/url"
 	"os"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/agynio/users/internal/migrate"
 	"github.com/agynio/users/internal/pgtest"
+	"github.com/agynio/users/sql/migrations"
 )
 
 var (
@@ -35,58 +44,136 @@ var (
 // runs the tests and cleans up, returning the exit code for os.Exit.
 func Run(m *testing.M) int {
 	ctx := context.Background()
-	stop, err := setUp(ctx)
+	cleanup, err := setUp(ctx)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testdb:", err)
 		return 1
 	}
-	defer stop()
+	defer cleanup()
 	return m.Run()
 }
 
-func setUp(ctx context.Context) (stop func(), err error) {
+func setUp(ctx context.Context) (func(), error) {
 	var stops []func()
-	stop = func() {
+	cleanup := func() {
 		for i := len(stops) - 1; i >= 0; i-- {
 			stops[i]()
 		}
 	}
-	defer func() {
-		if err != nil {
-			stop()
-		}
-	}()
+	fail := func(err error) (func(), error) {
+		cleanup()
+		return nil, err
+	}
 
-	serverURL = firstNonEmpty(os.Getenv("TEST_DATABASE_URL"), os.Getenv("DATABASE_URL"))
+	serverURL = cmp.Or(os.Getenv("TEST_DATABASE_URL"), os.Getenv("DATABASE_URL"))
 	if serverURL == "" {
 		srv, err := pgtest.Start(ctx, os.Stderr)
 		if err != nil {
-			return nil, err
+			return fail(err)
 		}
 		stops = append(stops, func() { srv.Close() })
 		serverURL = srv.URL
 	}
 
+	var err error
 	admin, err = pgxpool.New(ctx, serverURL)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	stops = append(stops, admin.Close)
 
-	template = "users_template_" + randomSuffix()
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{template}.Sanitize()); err != nil {
-		return nil, fmt.Errorf("create template database (the test role needs CREATEDB): %w", err)
+	if template, err = ensureTemplate(ctx); err != nil {
+		return fail(err)
 	}
-	stops = append(stops, func() { dropDatabase(context.Background(), template) })
+	return cleanup, nil
+}
 
-	templateURL, err := WithDatabase(serverURL, template)
+// ensureTemplate returns the name of a database holding the current
+// migrations, creating it if the server has none yet. Its name is a digest
+// of the migration files, so every test package of a run (and later runs
+// on the same server) share one, and a changed migration gets a new one.
+// It is built under another name and renamed when complete, so a run that
+// dies half-way leaves no broken template behind.
+func ensureTemplate(ctx context.Context) (string, error) {
+	digest, err := migrationsDigest()
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	if err := migrate.Up(ctx, templateURL, io.Discard); err != nil {
-		return nil, fmt.Errorf("migrate template: %w", err)
+	name := "users_template_" + digest
+
+	conn, err := admin.Acquire(ctx)
+	if err != nil {
+		return "", err
 	}
-	return stop, nil
+	defer conn.Release()
+	// Test packages start in parallel: one builds, the others wait.
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock(hashtext($1))", name); err != nil {
+		return "", err
+	}
+	defer conn.Exec(context.Background(), "SELECT pg_advisory_unlock(hashtext($1))", name) //nolint:errcheck // released with the session anyway
+
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
+		return "", err
+	}
+	if exists {
+		return name, nil
+	}
+
+	building := name + "_building_" + randomSuffix()
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{building}.Sanitize()); err != nil {
+		return "", fmt.Errorf("create template database (the test role needs CREATEDB): %w", err)
+	}
+	buildingURL, err := WithDatabase(serverURL, building)
+	if err != nil {
+		return "", err
+	}
+	if err := migrate.Up(ctx, buildingURL, io.Discard); err != nil {
+		dropDatabase(ctx, building)
+		return "", fmt.Errorf("migrate template: %w", err)
+	}
+	err = retryInUse(ctx, func() error {
+		_, err := conn.Exec(ctx, fmt.Sprintf("ALTER DATABASE %s RENAME TO %s",
+			pgx.Identifier{building}.Sanitize(), pgx.Identifier{name}.Sanitize()))
+		return err
+	})
+	if err != nil {
+		dropDatabase(ctx, building)
+		return "", err
+	}
+	return name, nil
+}
+
+func migrationsDigest() (string, error) {
+	h := sha256.New()
+	err := fs.WalkDir(migrations.FS, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(migrations.FS, path)
+		fmt.Fprintf(h, "%s\x00%d\x00", path, len(b))
+		h.Write(b)
+		return err
+	})
+	return hex.EncodeToString(h.Sum(nil))[:16], err
+}
+
+// retryInUse retries op while PostgreSQL says the database is in use: a
+// backend whose client has just disconnected takes a moment to exit.
+func retryInUse(ctx context.Context, op func() error) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := op()
+		var pgErr *pgconn.PgError
+		if err == nil || !errors.As(err, &pgErr) || pgErr.Code != pgerrcode.ObjectInUse || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // URL returns the connection string of a new database, migrated and empty,
@@ -122,8 +209,12 @@ func newDatabase(t testing.TB, from string) string {
 	}
 	ctx := context.Background()
 	name := "users_test_" + randomSuffix()
-	if _, err := admin.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s",
-		pgx.Identifier{name}.Sanitize(), pgx.Identifier{from}.Sanitize())); err != nil {
+	err := retryInUse(ctx, func() error {
+		_, err := admin.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s",
+			pgx.Identifier{name}.Sanitize(), pgx.Identifier{from}.Sanitize()))
+		return err
+	})
+	if err != nil {
 		t.Fatalf("testdb: create database: %v", err)
 	}
 	t.Cleanup(func() { dropDatabase(ctx, name) })
@@ -153,15 +244,6 @@ func randomSuffix() string {
 	b := make([]byte, 6)
 	rand.Read(b) //nolint:errcheck // crypto/rand.Read never fails
 	return hex.EncodeToString(b)
-}
-
-func firstNonEmpty(vs ...string) string {
-	for _, v := range vs {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }
 
 // WithQuery returns rawURL with query parameter key set to value, or
