@@ -11,9 +11,10 @@ export PATH := $(BIN):$(PATH)
 TOOLS := $(BIN)/sqlc $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/grpcurl $(BIN)/staticcheck
 GO_TEST_FLAGS ?= -race -shuffle=on -count=1 -timeout=15m
 
-# With no DATABASE_URL, run and test start a throwaway PostgreSQL of their own.
-DB_URL_GIVEN := $(or $(TEST_DATABASE_URL),$(DATABASE_URL))
-WITHPG := $(if $(DB_URL_GIVEN),,$(BIN)/withpg --)
+# With no database given, run, test and bench start a throwaway PostgreSQL
+# of their own: run needs DATABASE_URL, the tests take TEST_DATABASE_URL too.
+WITHPG_RUN := $(if $(DATABASE_URL),,$(BIN)/withpg --)
+WITHPG := $(if $(or $(TEST_DATABASE_URL),$(DATABASE_URL)),,$(BIN)/withpg --)
 
 .PHONY: help
 help: ## List the targets.
@@ -61,7 +62,7 @@ bench: build ## Run the benchmarks against a real PostgreSQL (BENCH_FLAGS to tun
 
 .PHONY: run
 run: build ## Migrate and serve on :50051 (throwaway PostgreSQL unless DATABASE_URL is set).
-	$(WITHPG) sh -c '$(BIN)/users migrate up && exec $(BIN)/users serve'
+	$(WITHPG_RUN) sh -c '$(BIN)/users migrate up && exec $(BIN)/users serve'
 
 .PHONY: migrate
 migrate: build ## Apply pending migrations to DATABASE_URL (make migrate ACTION=down|status).

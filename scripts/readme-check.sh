@@ -32,8 +32,15 @@ bash -euo pipefail -c "$examples"
 
 stop
 trap - ERR
+wait "$pgid" || true # make reports the interrupt in its own exit code
+if ! grep -q '"msg":"drained"' "$log"; then
+  cat "$log"; echo "readme-check: the service did not shut down gracefully on Ctrl-C"; exit 1
+fi
+# withpg removes the server after the service has exited: give it a moment.
 for _ in $(seq 1 60); do
-  pgrep -f 'users-pgtest-' >/dev/null || break
+  if ! pgrep -f 'users-pgtest-' >/dev/null && [ "$(pgdirs)" -le "$dirs_before" ]; then
+    break
+  fi
   sleep 0.5
 done
 if pgrep -af 'users-pgtest-'; then
@@ -45,4 +52,4 @@ fi
 if pgrep -x users >/dev/null; then
   echo "readme-check: users is still running after Ctrl-C"; exit 1
 fi
-echo "readme-check: README examples work; make run left nothing running"
+echo "readme-check: README examples work; make run drained and left nothing running"

@@ -37,7 +37,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	}
 	switch {
 	case cmd == "serve" && len(args) == 0:
-	case cmd == "migrate" && len(args) == 1:
+	case cmd == "migrate" && len(args) == 1 && (args[0] == "up" || args[0] == "down" || args[0] == "status"):
 	case cmd == "help" || cmd == "-h" || cmd == "--help":
 		fmt.Println(usage)
 		return nil
@@ -63,11 +63,10 @@ func runMigrate(ctx context.Context, cfg config.Config, action string) error {
 		return migrate.Up(ctx, cfg.DatabaseURL, os.Stdout)
 	case "down":
 		return migrate.Down(ctx, cfg.DatabaseURL, os.Stdout)
-	case "status":
+	default: // "status"; run has checked the action
 		_, err := migrate.Status(ctx, cfg.DatabaseURL, os.Stdout)
 		return err
 	}
-	return usageError{fmt.Sprintf("unknown migrate action %q", action)}
 }
 
 // serve runs the gRPC server until ctx is cancelled (SIGINT/SIGTERM), then

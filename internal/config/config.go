@@ -3,6 +3,7 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -48,7 +49,7 @@ const (
 func Load(getenv func(string) string) (Config, error) {
 	cfg := Config{
 		DatabaseURL:     getenv("DATABASE_URL"),
-		GRPCAddress:     orDefault(getenv("GRPC_ADDRESS"), DefaultGRPCAddress),
+		GRPCAddress:     cmp.Or(getenv("GRPC_ADDRESS"), DefaultGRPCAddress),
 		ShutdownTimeout: DefaultShutdownTimeout,
 	}
 
@@ -74,11 +75,4 @@ func Load(getenv func(string) string) (Config, error) {
 		cfg.ShutdownTimeout = d
 	}
 	return cfg, nil
-}
-
-func orDefault(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
 }

@@ -162,7 +162,7 @@ UPDATE users
 SET name       = COALESCE($1, name),
     email      = COALESCE($2, email),
     photo_url  = COALESCE($3, photo_url),
-    updated_at = now()
+    updated_at = GREATEST(now(), updated_at + interval '1 microsecond')
 WHERE identity_id = $4
 RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at
 `
@@ -175,7 +175,8 @@ type UpdateUserParams struct {
 }
 
 // Partial update: a NULL argument keeps the stored value; any other value,
-// the empty string included, replaces it.
+// the empty string included, replaces it. updated_at moves forward even if
+// the server's clock has stepped back since the last write.
 func (q *Queries) UpdateUser(ctx context.Context, arg UpdateUserParams) (User, error) {
 	row := q.db.QueryRow(ctx, updateUser,
 		arg.Name,

@@ -10,11 +10,11 @@ import (
 	"github.com/ory/dockertest/v3/docker"
 )
 
-// Image is the PostgreSQL image used when a Docker engine is available; it
-// matches the major version of the local-binaries path and of production.
+// Image is the PostgreSQL image used when a Docker engine is available.
 const Image = "postgres"
 
-// ImageTag pins the image's version.
+// ImageTag pins the image's major version: 15, as the server binaries that
+// Debian 12 ships for the local-binaries path.
 const ImageTag = "15-alpine"
 
 // StartDocker runs PostgreSQL in a container, removed again on Close.

@@ -31,12 +31,16 @@ func (requestCodec) Name() string { return "proto" }
 
 func (c requestCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	err := c.CodecV2.Unmarshal(data, v)
-	if err == nil {
-		return nil
-	}
 	m, ok := v.(proto.Message)
 	if !ok {
 		return err
+	}
+	if err == nil {
+		// Only this codec may set the marker, not a client.
+		if u := m.ProtoReflect().GetUnknown(); len(u) > 0 {
+			m.ProtoReflect().SetUnknown(withoutMarkers(u))
+		}
+		return nil
 	}
 	kept, dropped := dropInvalidUTF8(data.Materialize(), m.ProtoReflect().Descriptor())
 	if len(dropped) == 0 {
@@ -89,6 +93,26 @@ func dropInvalidUTF8(b []byte, desc protoreflect.MessageDescriptor) (kept []byte
 		dropped = append(dropped, name)
 	}
 	return kept, dropped
+}
+
+// withoutMarkers returns the unknown fields u less any invalidUTF8Marker.
+func withoutMarkers(u []byte) []byte {
+	var kept []byte
+	for len(u) > 0 {
+		num, typ, n := protowire.ConsumeTag(u)
+		if n < 0 {
+			return kept
+		}
+		m := protowire.ConsumeFieldValue(num, typ, u[n:])
+		if m < 0 {
+			return kept
+		}
+		if num != invalidUTF8Marker {
+			kept = append(kept, u[:n+m]...)
+		}
+		u = u[n+m:]
+	}
+	return kept
 }
 
 // rejectInvalidUTF8 answers INVALID_ARGUMENT for a request in which

@@ -87,6 +87,17 @@ func TestInvalidUTF8IsInvalidArgumentNamingTheField(t *testing.T) {
 	})
 }
 
+// The codec's marker is its own: a client that sends that field number
+// gets its request served as if the field were not there.
+func TestClientCannotForgeTheUTF8Marker(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var resp []byte
+	req := cat(field(1, uuid.NewString()), field(protowire.MaxValidNumber, "identity_id"))
+	err := e.cc.Invoke(t.Context(), "/agynio.api.users.v1.UsersService/GetUser", req, &resp, grpc.ForceCodecV2(rawCodec{}))
+	wantCode(t, err, codes.NotFound)
+}
+
 // A message that is broken in another way is still refused.
 func TestMalformedMessageIsRefused(t *testing.T) {
 	t.Parallel()

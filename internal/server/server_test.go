@@ -336,6 +336,25 @@ func TestUpdateUser(t *testing.T) {
 	}
 }
 
+// updated_at never goes backwards, even after the server's clock has: a
+// stored updated_at ahead of now() (as after such a step) still advances.
+func TestUpdateUserMovesUpdatedAtForwardPastAClockStep(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	u := e.createUser(t, &usersv1.ResolveOrCreateUserRequest{OidcSubject: "s"})
+	future := time.Now().Add(time.Hour).UTC().Truncate(time.Microsecond)
+	if _, err := e.conn.Exec(t.Context(), "UPDATE users SET updated_at = $1", future); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := e.client.UpdateUser(t.Context(), &usersv1.UpdateUserRequest{IdentityId: u.GetMeta().GetId(), Name: proto.String("n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.GetUser().GetMeta().GetUpdatedAt().AsTime(); !got.After(future) {
+		t.Errorf("updated_at = %v, want after %v", got, future)
+	}
+}
+
 func TestUpdateUserNotFound(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)

@@ -49,8 +49,13 @@ func run() int {
 	fmt.Fprintf(os.Stderr, "withpg: throwaway PostgreSQL (%s) at %s\n", srv.Backend, srv.URL)
 
 	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+srv.URL, "TEST_DATABASE_URL="+srv.URL)
+	// The command gets its own process group, and each signal from us
+	// exactly once. Left in the terminal's group, a Ctrl-C would reach it
+	// twice (from the terminal and from us), and a second signal means
+	// "stop now, skip the drain" to the service.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, "withpg:", err)
 		return 1
@@ -60,7 +65,7 @@ func run() int {
 	for {
 		select {
 		case sig := <-sigs:
-			cmd.Process.Signal(sig) //nolint:errcheck // it may have exited already
+			syscall.Kill(-cmd.Process.Pid, sig.(syscall.Signal)) //nolint:errcheck // it may have exited already
 		case err := <-done:
 			var exitErr *exec.ExitError
 			if errors.As(err, &exitErr) {

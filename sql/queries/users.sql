@@ -42,11 +42,12 @@ ORDER BY array_position(@identity_ids::uuid[], identity_id);
 
 -- name: UpdateUser :one
 -- Partial update: a NULL argument keeps the stored value; any other value,
--- the empty string included, replaces it.
+-- the empty string included, replaces it. updated_at moves forward even if
+-- the server's clock has stepped back since the last write.
 UPDATE users
 SET name       = COALESCE(sqlc.narg(name), name),
     email      = COALESCE(sqlc.narg(email), email),
     photo_url  = COALESCE(sqlc.narg(photo_url), photo_url),
-    updated_at = now()
+    updated_at = GREATEST(now(), updated_at + interval '1 microsecond')
 WHERE identity_id = @identity_id
 RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at;
