@@ -18,6 +18,9 @@ import (
 	"github.com/agynio/users/internal/server"
 )
 
+// healthInterval is how often the health service pings the database.
+const healthInterval = 2 * time.Second
+
 const usage = "usage: users [serve] | users migrate up|down|status"
 
 // usageError is a bad command line; like a configuration error it exits 2.
@@ -87,6 +90,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return fmt.Errorf("listen on GRPC_ADDRESS %s: %w", cfg.GRPCAddress, err)
 	}
 	srv, healthSrv := server.NewGRPCServer(server.New(pool, identity.Local{}, log), log)
+	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWatch()
+	go server.WatchDatabase(watchCtx, pool, healthSrv, healthInterval, log)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
@@ -99,7 +105,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	case <-ctx.Done():
 	}
 	log.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
-	healthSrv.Shutdown() // every service NOT_SERVING, so balancers stop sending
+	stopWatch()
+	healthSrv.Shutdown() // every service NOT_SERVING for good, so balancers stop sending
 	drained := make(chan struct{})
 	go func() { srv.GracefulStop(); close(drained) }()
 	select {
