@@ -19,6 +19,17 @@ import (
 // StartLocal runs initdb and postgres from the local server binaries in a
 // fresh temporary directory, listening on a free loopback port.
 func StartLocal(ctx context.Context) (*Server, error) {
+	return startLocal(ctx, false)
+}
+
+// StartLocalTLS is StartLocal for a server that takes TCP connections over
+// TLS only, with a self-signed certificate: for testing clients' TLS paths.
+// Its URL says sslmode=require.
+func StartLocalTLS(ctx context.Context) (*Server, error) {
+	return startLocal(ctx, true)
+}
+
+func startLocal(ctx context.Context, withTLS bool) (*Server, error) {
 	bindir, err := FindBinaries()
 	if err != nil {
 		return nil, err
@@ -51,12 +62,18 @@ func StartLocal(ctx context.Context) (*Server, error) {
 		cleanupDir()
 		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
 	}
+	if withTLS {
+		if err := requireTLS(data, cred); err != nil {
+			cleanupDir()
+			return nil, err
+		}
+	}
 
 	// A free port can be taken by someone else between our probe and the
 	// server's bind: try a few.
 	var lastErr error
 	for range 3 {
-		srv, err := startPostgres(ctx, bindir, dir, data, cred)
+		srv, err := startPostgres(ctx, bindir, dir, data, cred, withTLS)
 		if err == nil {
 			return srv, nil
 		}
@@ -66,7 +83,7 @@ func StartLocal(ctx context.Context) (*Server, error) {
 	return nil, lastErr
 }
 
-func startPostgres(ctx context.Context, bindir, dir, data string, cred *syscall.Credential) (*Server, error) {
+func startPostgres(ctx context.Context, bindir, dir, data string, cred *syscall.Credential, withTLS bool) (*Server, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -105,6 +122,9 @@ func startPostgres(ctx context.Context, bindir, dir, data string, cred *syscall.
 	go func() { cmd.Wait(); close(done) }() //nolint:errcheck // exit status is read from the log
 
 	url := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
+	if withTLS {
+		url = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=require", port)
+	}
 	if err := waitReady(ctx, url, done); err != nil {
 		cmd.Process.Kill() //nolint:errcheck // best effort on a failed start
 		<-done

@@ -1,0 +1,59 @@
+package migrate_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/agynio/users/internal/migrate"
+	"github.com/agynio/users/internal/pgtest"
+	"github.com/agynio/users/internal/testdb"
+)
+
+// TestUpOverTLS: when the service reaches its database over TLS, asked for
+// or negotiated by pgx's default (prefer), dbmate's lib/pq must use TLS
+// too. The server here refuses every connection that does not.
+func TestUpOverTLS(t *testing.T) {
+	t.Parallel()
+	if _, err := pgtest.FindBinaries(); err != nil && os.Getenv(pgtest.BackendEnv) != "local" {
+		t.Skipf("needs the local PostgreSQL binaries: %v", err)
+	}
+	srv, err := pgtest.StartLocalTLS(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	admin, err := pgx.Connect(t.Context(), srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+
+	for i, sslmode := range []string{"require", ""} {
+		t.Run("sslmode="+sslmode, func(t *testing.T) {
+			name := []string{"tls_required", "tls_preferred"}[i]
+			if _, err := admin.Exec(t.Context(), "CREATE DATABASE "+name); err != nil {
+				t.Fatal(err)
+			}
+			dbURL, err := testdb.WithDatabase(srv.URL, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			given := testdb.WithQuery(t, dbURL, "sslmode", sslmode)
+
+			var log bytes.Buffer
+			if err := migrate.Up(t.Context(), given, &log); err != nil {
+				t.Fatalf("Up(%q): %v\n%s", given, err, &log)
+			}
+			want := schema{UsersTable: true, Versions: migrationVersions(t)}
+			if diff := cmp.Diff(want, schemaOf(t, dbURL), cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("schema mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
