@@ -20,8 +20,11 @@ func IsNotFound(err error) bool {
 	return errors.Is(err, pgx.ErrNoRows)
 }
 
-// IsUnavailable reports whether err means the database could not be reached
-// or went away: a retry, later or on another replica, may succeed.
+// IsUnavailable reports whether err means the database could not be reached,
+// went away, or could not serve the statement in time (a lock_timeout or
+// statement_timeout from the URL, a standby after a failover): a retry,
+// later or on another replica, may succeed. The caller's own deadline is
+// the caller's to tell apart.
 func IsUnavailable(err error) bool {
 	if err == nil {
 		return false
@@ -41,9 +44,20 @@ func IsUnavailable(err error) bool {
 			pgErr.Code == pgerrcode.AdminShutdown ||
 			pgErr.Code == pgerrcode.CrashShutdown ||
 			pgErr.Code == pgerrcode.CannotConnectNow ||
-			pgErr.Code == pgerrcode.TooManyConnections
+			pgErr.Code == pgerrcode.TooManyConnections ||
+			pgErr.Code == pgerrcode.LockNotAvailable ||
+			pgErr.Code == pgerrcode.QueryCanceled ||
+			pgErr.Code == pgerrcode.ReadOnlySQLTransaction
 	}
 	return false
+}
+
+// IsConflict reports whether the statement lost to a concurrent one
+// (serialization failure, deadlock): the whole call may be retried.
+func IsConflict(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) &&
+		(pgErr.Code == pgerrcode.SerializationFailure || pgErr.Code == pgerrcode.DeadlockDetected)
 }
 
 // IsConstraintViolation reports whether the database refused a value that

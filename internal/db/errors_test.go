@@ -21,7 +21,7 @@ func pgErr(code string) error {
 
 func TestErrorKinds(t *testing.T) {
 	t.Parallel()
-	type kinds struct{ notFound, unavailable, constraint bool }
+	type kinds struct{ notFound, unavailable, constraint, conflict bool }
 	tests := []struct {
 		name string
 		err  error
@@ -35,6 +35,11 @@ func TestErrorKinds(t *testing.T) {
 		{"too many connections is unavailable", pgErr(pgerrcode.TooManyConnections), kinds{unavailable: true}},
 		{"a closed pool is unavailable", puddle.ErrClosedPool, kinds{unavailable: true}},
 		{"an unexpected EOF is unavailable", fmt.Errorf("read: %w", io.ErrUnexpectedEOF), kinds{unavailable: true}},
+		{"a lock_timeout is unavailable", pgErr(pgerrcode.LockNotAvailable), kinds{unavailable: true}},
+		{"a statement_timeout is unavailable", pgErr(pgerrcode.QueryCanceled), kinds{unavailable: true}},
+		{"a write on a standby is unavailable", pgErr(pgerrcode.ReadOnlySQLTransaction), kinds{unavailable: true}},
+		{"a serialization failure is a conflict", pgErr(pgerrcode.SerializationFailure), kinds{conflict: true}},
+		{"a deadlock is a conflict", pgErr(pgerrcode.DeadlockDetected), kinds{conflict: true}},
 		{"a check violation is a constraint violation", pgErr(pgerrcode.CheckViolation), kinds{constraint: true}},
 		{"a NUL byte refused by text is a constraint violation", pgErr(pgerrcode.CharacterNotInRepertoire), kinds{constraint: true}},
 		{"an overlong value is a constraint violation", pgErr(pgerrcode.StringDataRightTruncationDataException), kinds{constraint: true}},
@@ -46,7 +51,7 @@ func TestErrorKinds(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got := kinds{db.IsNotFound(tt.err), db.IsUnavailable(tt.err), db.IsConstraintViolation(tt.err)}
+			got := kinds{db.IsNotFound(tt.err), db.IsUnavailable(tt.err), db.IsConstraintViolation(tt.err), db.IsConflict(tt.err)}
 			if got != tt.want {
 				t.Errorf("kinds = %+v, want %+v", got, tt.want)
 			}

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/amacneil/dbmate/v2/pkg/dbmate"
 	_ "github.com/amacneil/dbmate/v2/pkg/driver/postgres" // registers the postgres:// scheme
@@ -68,7 +69,9 @@ func withLock(ctx context.Context, databaseURL string, log io.Writer, fn func(*d
 	}
 	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", lockKey) //nolint:errcheck // closing the connection releases it anyway
 
-	u, err := libpqURL(conn)
+	tlsKey := fmt.Sprintf("users-migrate-%d", libpqTLSKeys.Add(1))
+	defer pq.RegisterTLSConfig(tlsKey, nil) //nolint:errcheck // removing an entry cannot fail
+	u, err := libpqURL(conn, tlsKey)
 	if err != nil {
 		return err
 	}
@@ -80,8 +83,10 @@ func withLock(ctx context.Context, databaseURL string, log io.Writer, fn func(*d
 	return fn(db)
 }
 
-// libpqTLSKey names, in lib/pq's registry, the TLS settings that pgx used.
-const libpqTLSKey = "users-migrate"
+// libpqTLSKeys numbers the entries this process puts in lib/pq's registry
+// of TLS settings, one per migration run, so that concurrent runs with
+// different settings do not overwrite each other's.
+var libpqTLSKeys atomic.Int64
 
 // libpqURL describes conn's server for dbmate, which connects through
 // lib/pq. Passing DATABASE_URL on as it is would not do: lib/pq knows no
@@ -89,7 +94,7 @@ const libpqTLSKey = "users-migrate"
 // key=value strings here, and sends pgx's own settings to the server as
 // unknown parameters. So the URL is rebuilt from what pgx parsed, with the
 // TLS pgx actually ended up using, certificate checks included.
-func libpqURL(conn *pgx.Conn) (*url.URL, error) {
+func libpqURL(conn *pgx.Conn, tlsKey string) (*url.URL, error) {
 	cfg := conn.Config()
 	q := url.Values{}
 	for k, v := range cfg.RuntimeParams {
@@ -99,10 +104,10 @@ func libpqURL(conn *pgx.Conn) (*url.URL, error) {
 		q.Set("connect_timeout", strconv.Itoa(max(1, int(cfg.ConnectTimeout.Seconds()))))
 	}
 	if _, ok := conn.PgConn().Conn().(*tls.Conn); ok && cfg.TLSConfig != nil {
-		if err := pq.RegisterTLSConfig(libpqTLSKey, cfg.TLSConfig); err != nil {
+		if err := pq.RegisterTLSConfig(tlsKey, cfg.TLSConfig); err != nil {
 			return nil, err
 		}
-		q.Set("sslmode", "pqgo-"+libpqTLSKey)
+		q.Set("sslmode", "pqgo-"+tlsKey)
 	} else {
 		q.Set("sslmode", "disable")
 	}

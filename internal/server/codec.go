@@ -11,6 +11,8 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
 )
 
 // invalidUTF8Marker is the unknown-field number under which requestCodec
@@ -42,7 +44,13 @@ func (c requestCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		}
 		return nil
 	}
-	kept, dropped := dropInvalidUTF8(data.Materialize(), m.ProtoReflect().Descriptor())
+	// Only UsersService requests, whose unary handlers rejectInvalidUTF8
+	// guards; health and reflection messages keep gRPC's own handling.
+	desc := m.ProtoReflect().Descriptor()
+	if desc.ParentFile().Package() != usersv1.File_agynio_api_users_v1_users_proto.Package() {
+		return err
+	}
+	kept, dropped := dropInvalidUTF8(data.Materialize(), desc)
 	if len(dropped) == 0 {
 		return err // not an encoding problem we can name
 	}
@@ -75,6 +83,9 @@ func dropInvalidUTF8(b []byte, desc protoreflect.MessageDescriptor) (kept []byte
 		field := b[:n+m]
 		b = b[n+m:]
 
+		if num == invalidUTF8Marker {
+			continue // only this codec may set the marker, not a client
+		}
 		fd := desc.Fields().ByNumber(num)
 		if fd == nil || fd.Kind() != protoreflect.StringKind || typ != protowire.BytesType {
 			kept = append(kept, field...)

@@ -29,6 +29,9 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 	case db.IsUnavailable(err):
 		s.log.WarnContext(ctx, "database unavailable", "method", method, "error", err)
 		return status.Error(codes.Unavailable, "database unavailable; retry later")
+	case db.IsConflict(err):
+		s.log.WarnContext(ctx, "lost to a concurrent statement", "method", method, "error", err)
+		return status.Error(codes.Aborted, "conflict with a concurrent request; retry")
 	case db.IsConstraintViolation(err):
 		// Validation should have caught this first: worth a look, but the
 		// client's request was at fault, not the service.

@@ -223,3 +223,28 @@ func TestCallerDeadlineAndCancellation(t *testing.T) {
 		t.Errorf("a caller's deadline was logged as an internal error:\n%s", e.logs)
 	}
 }
+
+// A lock_timeout from DATABASE_URL that expires is the database unable to
+// serve in time, a retryable UNAVAILABLE, not an INTERNAL error.
+func TestDatabaseLockTimeoutIsUnavailable(t *testing.T) {
+	t.Parallel()
+	url := testdb.URL(t)
+	pool, err := pgxpool.New(t.Context(), testdb.WithQuery(t, url, "lock_timeout", "200ms"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	e := newEnvOn(t, pool)
+	u := e.createUser(t, &usersv1.ResolveOrCreateUserRequest{OidcSubject: "locked"})
+
+	tx, err := pool.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background()) //nolint:errcheck // the test's own lock
+	if _, err := tx.Exec(t.Context(), "SELECT 1 FROM users WHERE identity_id = $1 FOR UPDATE", u.GetMeta().GetId()); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.client.UpdateUser(t.Context(), &usersv1.UpdateUserRequest{IdentityId: u.GetMeta().GetId(), Name: proto.String("n")})
+	wantCode(t, err, codes.Unavailable)
+}

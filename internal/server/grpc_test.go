@@ -96,6 +96,11 @@ func TestClientCannotForgeTheUTF8Marker(t *testing.T) {
 	req := cat(field(1, uuid.NewString()), field(protowire.MaxValidNumber, "identity_id"))
 	err := e.cc.Invoke(t.Context(), "/agynio.api.users.v1.UsersService/GetUser", req, &resp, grpc.ForceCodecV2(rawCodec{}))
 	wantCode(t, err, codes.NotFound)
+
+	// Nor beside a field that really is not UTF-8.
+	req = cat(field(1, "\xff"), field(protowire.MaxValidNumber, "forged_field"))
+	err = e.cc.Invoke(t.Context(), "/agynio.api.users.v1.UsersService/GetUserByOIDCSubject", req, &resp, grpc.ForceCodecV2(rawCodec{}))
+	wantViolations(t, err, "oidc_subject")
 }
 
 // A message that is broken in another way is still refused.
