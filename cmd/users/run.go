@@ -90,9 +90,25 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return fmt.Errorf("listen on GRPC_ADDRESS %s: %w", cfg.GRPCAddress, err)
 	}
 	srv, healthSrv := server.NewGRPCServer(server.New(pool, identity.Local{}, log), log)
+
+	// Health: its own one-connection pool, so that a busy service pool
+	// does not read as an unreachable database; one check before serving,
+	// so the first probe already has an answer.
+	healthPoolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	healthPoolCfg.MaxConns, healthPoolCfg.MinConns = 1, 0
+	healthPool, err := pgxpool.NewWithConfig(ctx, healthPoolCfg)
+	if err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	defer healthPool.Close()
+	watch := server.NewDatabaseWatch(healthPool, healthSrv, healthInterval, log)
+	watch.Check(ctx)
 	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWatch()
-	go server.WatchDatabase(watchCtx, pool, healthSrv, healthInterval, log)
+	go watch.Run(watchCtx)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
@@ -106,7 +122,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	log.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
 	stopWatch()
-	healthSrv.Shutdown() // every service NOT_SERVING for good, so balancers stop sending
+	healthSrv.Shutdown() // NOT_SERVING for good, so balancers stop sending; Watch streams end
 	drained := make(chan struct{})
 	go func() { srv.GracefulStop(); close(drained) }()
 	select {

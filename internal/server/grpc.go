@@ -8,7 +8,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
@@ -17,10 +16,11 @@ import (
 )
 
 // NewGRPCServer returns the gRPC server the binary runs, with s as
-// UsersService, the grpc.health.v1 service (returned, so that shutdown can
-// turn it NOT_SERVING) and server reflection (so grpcurl works without
-// proto files).
-func NewGRPCServer(s *Server, log *slog.Logger) (*grpc.Server, *health.Server) {
+// UsersService, the grpc.health.v1 service (returned NOT_SERVING, for
+// DatabaseWatch to set and shutdown to end) and server reflection (so
+// grpcurl works without proto files).
+func NewGRPCServer(s *Server, log *slog.Logger) (*grpc.Server, *Health) {
+	healthSrv := newHealth()
 	srv := grpc.NewServer(
 		grpc.ForceServerCodecV2(requestCodec{encoding.GetCodecV2("proto")}),
 		grpc.ChainUnaryInterceptor(
@@ -33,11 +33,10 @@ func NewGRPCServer(s *Server, log *slog.Logger) (*grpc.Server, *health.Server) {
 			})),
 			rejectInvalidUTF8,
 		),
+		grpc.ChainStreamInterceptor(healthSrv.endWatchesOnShutdown),
 	)
 	usersv1.RegisterUsersServiceServer(srv, s)
 
-	healthSrv := health.NewServer()
-	healthSrv.SetServingStatus(usersv1.UsersService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(srv, healthSrv)
 	reflection.Register(srv)
 	return srv, healthSrv

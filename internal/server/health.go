@@ -3,51 +3,122 @@ package server
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
+	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
 )
 
-// Pinger is the database as the health check sees it (a *pgxpool.Pool).
+// watchGrace is how long Watch streams are left open after shutdown has
+// turned health NOT_SERVING, so that their clients hear it.
+const watchGrace = 250 * time.Millisecond
+
+// Health is the grpc.health.v1 service of the server ("") and of
+// UsersService. Both start NOT_SERVING: only a database that answers makes
+// the service ready (see WatchDatabase).
+type Health struct {
+	*health.Server
+
+	shutdownOnce sync.Once
+	shutdown     context.Context // done once Watch streams are to end
+	endWatches   context.CancelFunc
+}
+
+func newHealth() *Health {
+	h := &Health{Server: health.NewServer()}
+	h.shutdown, h.endWatches = context.WithCancel(context.Background())
+	h.set(healthpb.HealthCheckResponse_NOT_SERVING)
+	return h
+}
+
+func (h *Health) set(status healthpb.HealthCheckResponse_ServingStatus) {
+	h.SetServingStatus("", status)
+	h.SetServingStatus(usersv1.UsersService_ServiceDesc.ServiceName, status)
+}
+
+// Shutdown turns every service NOT_SERVING for good and, once watchers
+// have had watchGrace to hear it, ends their Watch streams: left open,
+// they would hold a graceful stop until its timeout.
+func (h *Health) Shutdown() {
+	h.shutdownOnce.Do(func() {
+		h.Server.Shutdown()
+		time.AfterFunc(watchGrace, h.endWatches)
+	})
+}
+
+// endWatchesOnShutdown is the stream interceptor that lets Shutdown end
+// Watch streams, by cancelling their context.
+func (h *Health) endWatchesOnShutdown(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if info.FullMethod != healthpb.Health_Watch_FullMethodName {
+		return handler(srv, ss)
+	}
+	ctx, cancel := context.WithCancel(ss.Context())
+	defer cancel()
+	defer context.AfterFunc(h.shutdown, cancel)()
+	return handler(srv, &middleware.WrappedServerStream{ServerStream: ss, WrappedContext: ctx})
+}
+
+// Pinger is the database as the health check sees it. Give it a pool of
+// its own (one connection is plenty): on the service's pool, a ping waits
+// for a free connection, and a busy service would look unreachable.
 type Pinger interface {
 	Ping(ctx context.Context) error
 }
 
-// WatchDatabase keeps the health status of the server ("") and of
-// UsersService in step with the database: NOT_SERVING while a ping fails,
-// SERVING again once one succeeds. It pings at once and then every
-// interval, each ping bounded by the interval, until ctx ends. Without it a
-// probe would call the service healthy while every RPC fails.
-func WatchDatabase(ctx context.Context, db Pinger, h *health.Server, interval time.Duration, log *slog.Logger) {
-	var reachable *bool // unknown until the first ping
-	ticker := time.NewTicker(interval)
+// DatabaseWatch keeps Health in step with the database: NOT_SERVING while
+// a ping fails, SERVING once one succeeds. Without it a probe would call
+// the service ready while every RPC fails.
+type DatabaseWatch struct {
+	db       Pinger
+	health   *Health
+	interval time.Duration // between pings, and the bound on each
+	log      *slog.Logger
+
+	reachable *bool // nil until the first ping
+}
+
+// NewDatabaseWatch returns a watch that pings db every interval.
+func NewDatabaseWatch(db Pinger, h *Health, interval time.Duration, log *slog.Logger) *DatabaseWatch {
+	return &DatabaseWatch{db: db, health: h, interval: interval, log: log}
+}
+
+// Check pings once and sets the health status from the answer.
+func (w *DatabaseWatch) Check(ctx context.Context) {
+	pingCtx, cancel := context.WithTimeout(ctx, w.interval)
+	err := w.db.Ping(pingCtx)
+	cancel()
+	if ctx.Err() != nil {
+		return
+	}
+	ok := err == nil
+	if w.reachable != nil && *w.reachable == ok {
+		return
+	}
+	w.reachable = &ok
+	if ok {
+		w.log.Info("database reachable")
+		w.health.set(healthpb.HealthCheckResponse_SERVING)
+	} else {
+		w.log.Warn("database unreachable", "error", err)
+		w.health.set(healthpb.HealthCheckResponse_NOT_SERVING)
+	}
+}
+
+// Run checks every interval until ctx ends. Not safe to run twice at once.
+func (w *DatabaseWatch) Run(ctx context.Context) {
+	ticker := time.NewTicker(w.interval)
 	defer ticker.Stop()
 	for {
-		pingCtx, cancel := context.WithTimeout(ctx, interval)
-		err := db.Ping(pingCtx)
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		if ok := err == nil; reachable == nil || *reachable != ok {
-			reachable = &ok
-			status := healthpb.HealthCheckResponse_SERVING
-			if ok {
-				log.Info("database reachable")
-			} else {
-				status = healthpb.HealthCheckResponse_NOT_SERVING
-				log.Warn("database unreachable", "error", err)
-			}
-			h.SetServingStatus("", status)
-			h.SetServingStatus(usersv1.UsersService_ServiceDesc.ServiceName, status)
-		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
+			w.Check(ctx)
 		}
 	}
 }

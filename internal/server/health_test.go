@@ -11,58 +11,79 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/agynio/users/internal/server"
 	"github.com/agynio/users/internal/testdb"
 )
 
-// forward relays connections on addr to target, the database "coming
-// back" at the address the service was given, until stop cuts every
-// connection: the database "going away" again.
-func forward(t *testing.T, addr, target string) (stop func()) {
+// relay stands between the service and its database on a listener of its
+// own: while up it forwards connections, while down it cuts them all and
+// closes new ones at once, as a database host that went away.
+type relay struct {
+	target string
+	l      net.Listener
+
+	mu    sync.Mutex
+	up    bool
+	conns []net.Conn
+}
+
+func newRelay(t *testing.T, target string) *relay {
 	t.Helper()
-	l, err := net.Listen("tcp", addr)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var (
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	stop = func() {
-		l.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	}
-	t.Cleanup(stop)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			d, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, c, d)
-			mu.Unlock()
-			go io.Copy(d, c) //nolint:errcheck // ends when either side closes
-			go io.Copy(c, d) //nolint:errcheck
-		}
-	}()
-	return stop
+	r := &relay{target: target, l: l}
+	t.Cleanup(func() { l.Close(); r.setUp(false) })
+	go r.serve()
+	return r
 }
 
-// waitForStatus polls h until service reports want, or fails after 10s.
-func waitForStatus(t *testing.T, h *health.Server, want healthpb.HealthCheckResponse_ServingStatus) {
+func (r *relay) addr() string { return r.l.Addr().String() }
+
+func (r *relay) serve() {
+	for {
+		c, err := r.l.Accept()
+		if err != nil {
+			return
+		}
+		r.mu.Lock()
+		if !r.up {
+			r.mu.Unlock()
+			c.Close()
+			continue
+		}
+		d, err := net.Dial("tcp", r.target)
+		if err != nil {
+			r.mu.Unlock()
+			c.Close()
+			continue
+		}
+		r.conns = append(r.conns, c, d)
+		r.mu.Unlock()
+		go io.Copy(d, c) //nolint:errcheck // ends when either side closes
+		go io.Copy(c, d) //nolint:errcheck
+	}
+}
+
+func (r *relay) setUp(up bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.up = up
+	if !up {
+		for _, c := range r.conns {
+			c.Close()
+		}
+		r.conns = nil
+	}
+}
+
+// waitForStatus polls h until the server and UsersService report want, or
+// fails after 10s.
+func waitForStatus(t *testing.T, h healthpb.HealthServer, want healthpb.HealthCheckResponse_ServingStatus) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -86,30 +107,62 @@ func waitForStatus(t *testing.T, h *health.Server, want healthpb.HealthCheckResp
 
 func TestHealthTracksTheDatabase(t *testing.T) {
 	t.Parallel()
-	dbURL := testdb.URL(t)
-	real, err := url.Parse(dbURL)
+	real, err := url.Parse(testdb.URL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-
-	// The service is given an address where the database is not (yet).
-	addr := deadAddress(t)
+	r := newRelay(t, real.Host)
 	given := *real
-	given.Host = addr
+	given.Host = r.addr()
 	pool, err := pgxpool.New(t.Context(), testdb.WithQuery(t, given.String(), "connect_timeout", "1"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
 
-	_, h := server.NewGRPCServer(server.New(pool, nil, slog.New(slog.DiscardHandler)), slog.New(slog.DiscardHandler))
+	discard := slog.New(slog.DiscardHandler)
+	_, h := server.NewGRPCServer(server.New(pool, nil, discard), discard)
+	waitForStatus(t, h, healthpb.HealthCheckResponse_NOT_SERVING) // before any ping
+
+	watch := server.NewDatabaseWatch(pool, h, 50*time.Millisecond, discard)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	go server.WatchDatabase(ctx, pool, h, 50*time.Millisecond, slog.New(slog.DiscardHandler))
+	go watch.Run(ctx)
 
-	waitForStatus(t, h, healthpb.HealthCheckResponse_NOT_SERVING)
-	stop := forward(t, addr, real.Host)
+	r.setUp(true)
 	waitForStatus(t, h, healthpb.HealthCheckResponse_SERVING)
-	stop()
+	r.setUp(false)
 	waitForStatus(t, h, healthpb.HealthCheckResponse_NOT_SERVING)
+	r.setUp(true)
+	waitForStatus(t, h, healthpb.HealthCheckResponse_SERVING)
+}
+
+// Shutdown ends open Watch streams once they have heard NOT_SERVING: a
+// graceful stop would otherwise wait for them until its timeout.
+func TestHealthShutdownEndsWatchStreams(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	watch, err := healthpb.NewHealthClient(e.cc).Watch(t.Context(), &healthpb.HealthCheckRequest{Service: "agynio.api.users.v1.UsersService"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := watch.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("first answer %v, %v; want NOT_SERVING (no database check yet)", resp.GetStatus(), err)
+	}
+	e.health.Shutdown()
+	done := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := watch.Recv(); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-done:
+		wantCode(t, err, codes.Canceled)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the Watch stream is still open 10s after Shutdown")
+	}
 }

@@ -53,6 +53,7 @@ type env struct {
 	cc     *grpc.ClientConn
 	client usersv1.UsersServiceClient
 	srv    *server.Server
+	health *server.Health
 	conn   db.DBTX
 	logs   *syncBuffer
 }
@@ -76,7 +77,7 @@ func newEnvWith(t *testing.T, conn db.DBTX, ids identity.Allocator) *env {
 	srv := server.New(conn, ids, log)
 
 	lis := bufconn.Listen(1 << 20)
-	gs, _ := server.NewGRPCServer(srv, log)
+	gs, health := server.NewGRPCServer(srv, log)
 	go gs.Serve(lis) //nolint:errcheck // returns when stopped
 	t.Cleanup(gs.Stop)
 
@@ -87,7 +88,7 @@ func newEnvWith(t *testing.T, conn db.DBTX, ids identity.Allocator) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	return &env{cc: cc, client: usersv1.NewUsersServiceClient(cc), srv: srv, conn: conn, logs: logs}
+	return &env{cc: cc, client: usersv1.NewUsersServiceClient(cc), srv: srv, health: health, conn: conn, logs: logs}
 }
 
 // createUser resolves a new user and fails the test unless it was created.

@@ -1,0 +1,38 @@
+package main
+
+import (
+	"testing"
+	"time"
+
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
+	"github.com/agynio/users/internal/testdb"
+)
+
+// A service whose every pooled connection is busy is still healthy: the
+// health check pings on a connection of its own, not one from that pool.
+func TestHealthStaysServingWhileThePoolIsBusy(t *testing.T) {
+	t.Parallel()
+	dbURL := testdb.URL(t)
+	_, addr := startServe(t, map[string]string{"DATABASE_URL": testdb.WithQuery(t, dbURL, "pool_max_conns", "1")})
+	cc := dial(t, addr)
+	users := usersv1.NewUsersServiceClient(cc)
+	user := createUser(t, users, &usersv1.ResolveOrCreateUserRequest{OidcSubject: "busy"})
+
+	// The pool's only connection waits on a row lock.
+	lock := lockUser(t, dbURL, user.GetMeta().GetId())
+	update := startUpdate(t, users, user.GetMeta().GetId(), "Busy")
+	lock.waitForWaiter(t)
+
+	// Past one health interval (2s) and its ping timeout.
+	time.Sleep(4500 * time.Millisecond)
+	resp, err := healthpb.NewHealthClient(cc).Check(rpcContext(t), &healthpb.HealthCheckRequest{Service: usersService})
+	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health with a busy pool: %v, %v; want SERVING", resp.GetStatus(), err)
+	}
+	lock.release(t)
+	if res := update.result(t); res.err != nil {
+		t.Errorf("UpdateUser: %v", res.err)
+	}
+}
