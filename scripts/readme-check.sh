@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # Pastes the README's grpcurl examples against a real `make run`, the way a
 # newcomer would, then stops it with Ctrl-C (SIGINT to its process group)
-# and checks that the throwaway PostgreSQL is gone too.
+# and checks that the service drained and that it and its throwaway
+# PostgreSQL are gone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/bin:$PATH"
 unset DATABASE_URL TEST_DATABASE_URL
+command -v pgrep >/dev/null || { echo "readme-check: needs pgrep (Debian: procps)"; exit 1; }
 
 make --no-print-directory tools build >/dev/null
-shopt -s nullglob
-pgdirs() { local d=("${TMPDIR:-/tmp}"/users-pgtest-*); echo "${#d[@]}"; }
-dirs_before=$(pgdirs)
 log=$(mktemp)
+# A session of its own: every process make run starts, the service and
+# PostgreSQL included, stays in it, so the checks below look at those only.
 setsid make --no-print-directory run >"$log" 2>&1 &
-pgid=$!
-stop() { kill -INT -- "-$pgid" 2>/dev/null || true; }
+sid=$!
+stop() { kill -INT -- "-$sid" 2>/dev/null || true; }
 trap 'stop; cat "$log"' ERR
 
 for _ in $(seq 1 120); do
@@ -30,26 +31,23 @@ examples=$(awk '/^```sh$/ {inblock=1; block=""; next}
 echo "readme-check: running the README's grpcurl examples"
 bash -euo pipefail -c "$examples"
 
+where=$(sed -n 's/^withpg: throwaway PostgreSQL (local, \(.*\)) at .*/\1/p' "$log")
+echo "readme-check: stopping make run (PostgreSQL in ${where:-a container})"
 stop
 trap - ERR
-wait "$pgid" || true # make reports the interrupt in its own exit code
+wait "$sid" || true # make reports the interrupt in its own exit code
 if ! grep -q '"msg":"drained"' "$log"; then
   cat "$log"; echo "readme-check: the service did not shut down gracefully on Ctrl-C"; exit 1
 fi
 # withpg removes the server after the service has exited: give it a moment.
 for _ in $(seq 1 60); do
-  if ! pgrep -f 'users-pgtest-' >/dev/null && [ "$(pgdirs)" -le "$dirs_before" ]; then
-    break
-  fi
+  pgrep -s "$sid" >/dev/null || break
   sleep 0.5
 done
-if pgrep -af 'users-pgtest-'; then
-  echo "readme-check: a throwaway PostgreSQL is still running after Ctrl-C"; exit 1
+if pgrep -a -s "$sid"; then
+  echo "readme-check: make run left the processes above running after Ctrl-C"; exit 1
 fi
-if [ "$(pgdirs)" -gt "$dirs_before" ]; then
-  echo "readme-check: a throwaway PostgreSQL left its directory behind"; exit 1
-fi
-if pgrep -x users >/dev/null; then
-  echo "readme-check: users is still running after Ctrl-C"; exit 1
+if [ -n "$where" ] && [ -e "$where" ]; then
+  echo "readme-check: the throwaway PostgreSQL left $where behind"; exit 1
 fi
 echo "readme-check: README examples work; make run drained and left nothing running"

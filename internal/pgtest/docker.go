@@ -54,5 +54,5 @@ func StartDocker(ctx context.Context) (*Server, error) {
 		pool.Purge(res) //nolint:errcheck // best effort on a failed start
 		return nil, err
 	}
-	return &Server{URL: url, Backend: "docker", stop: func() error { return pool.Purge(res) }}, nil
+	return &Server{URL: url, Backend: "docker", Where: "container " + res.Container.ID, stop: func() error { return pool.Purge(res) }}, nil
 }

@@ -143,7 +143,7 @@ func startPostgres(ctx context.Context, bindir, dir, data string, cred *syscall.
 		}
 		return os.RemoveAll(dir)
 	}
-	return &Server{URL: url, Backend: "local", stop: stop}, nil
+	return &Server{URL: url, Backend: "local", Where: dir, stop: stop}, nil
 }
 
 // FindBinaries returns the directory holding initdb and postgres: from PATH,

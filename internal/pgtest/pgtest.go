@@ -25,9 +25,15 @@ type Server struct {
 	URL string
 	// Backend says which kind of server this is: "docker" or "local".
 	Backend string
+	// Where says where it lives: the local server's directory, or the
+	// container's ID.
+	Where string
 
 	stop func() error
 }
+
+// Describe names the server for a person: its backend and where it lives.
+func (s *Server) Describe() string { return s.Backend + ", " + s.Where }
 
 // Close stops the server and deletes its data.
 func (s *Server) Close() error { return s.stop() }

@@ -5,8 +5,8 @@
 // It starts a server with internal/pgtest (Docker if an engine answers,
 // else the local PostgreSQL binaries), runs COMMAND with DATABASE_URL and
 // TEST_DATABASE_URL pointing at it, and removes the server when COMMAND
-// exits or on SIGINT/SIGTERM, so nothing is left running. make run and
-// make test use it when no DATABASE_URL is given.
+// exits, so nothing is left running after a Ctrl-C. make run and make test
+// use it when no DATABASE_URL is given.
 package main
 
 import (
@@ -20,6 +20,10 @@ import (
 
 	"github.com/agynio/users/internal/pgtest"
 )
+
+// relayed are the signals passed on to the command: those a terminal
+// sends (Ctrl-C, Ctrl-\, hang-up) and those a supervisor sends.
+var relayed = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT}
 
 func main() {
 	os.Exit(run())
@@ -35,27 +39,44 @@ func run() int {
 		return 2
 	}
 
-	// Signals are relayed to the command, never fatal to us: the server
-	// must be removed after the command has finished with it.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-
-	srv, err := pgtest.Start(context.Background(), os.Stderr)
+	// Signals never end us directly: the server must be removed after the
+	// command has finished with it. One that arrives while the server is
+	// still starting cancels the start.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, relayed...)
+	startCtx, cancelStart := context.WithCancel(context.Background())
+	started := make(chan struct{})
+	go func() {
+		select {
+		case <-sigs:
+			cancelStart()
+		case <-started:
+		}
+	}()
+	srv, err := pgtest.Start(startCtx, os.Stderr)
+	close(started)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "withpg:", err)
 		return 1
 	}
 	defer srv.Close()
-	fmt.Fprintf(os.Stderr, "withpg: throwaway PostgreSQL (%s) at %s\n", srv.Backend, srv.URL)
+	fmt.Fprintf(os.Stderr, "withpg: throwaway PostgreSQL (%s) at %s\n", srv.Describe(), srv.URL)
+	if startCtx.Err() != nil {
+		return 130
+	}
 
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+srv.URL, "TEST_DATABASE_URL="+srv.URL)
-	// The command gets its own process group, and each signal from us
-	// exactly once. Left in the terminal's group, a Ctrl-C would reach it
-	// twice (from the terminal and from us), and a second signal means
-	// "stop now, skip the drain" to the service.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		// The command gets its own process group, and each signal from us
+		// exactly once. Left in the terminal's group, a Ctrl-C would reach
+		// it twice (from the terminal and from us), and a second signal
+		// means "stop now, skip the drain" to the service.
+		Setpgid: true,
+		// If we are killed outright, the command is asked to stop too.
+		Pdeathsig: syscall.SIGTERM,
+	}
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, "withpg:", err)
 		return 1
