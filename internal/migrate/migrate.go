@@ -16,6 +16,7 @@ import (
 	"github.com/amacneil/dbmate/v2/pkg/dbmate"
 	_ "github.com/amacneil/dbmate/v2/pkg/driver/postgres" // registers the postgres:// scheme
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/lib/pq"
 
@@ -71,7 +72,7 @@ func withLock(ctx context.Context, databaseURL string, log io.Writer, fn func(*d
 
 	tlsKey := fmt.Sprintf("users-migrate-%d", libpqTLSKeys.Add(1))
 	defer pq.RegisterTLSConfig(tlsKey, nil) //nolint:errcheck // removing an entry cannot fail
-	u, err := libpqURL(conn, tlsKey)
+	u, err := libpqURL(ctx, conn, tlsKey)
 	if err != nil {
 		return err
 	}
@@ -92,10 +93,16 @@ var libpqTLSKeys atomic.Int64
 // lib/pq. Passing DATABASE_URL on as it is would not do: lib/pq knows no
 // sslmode=prefer (pgx's default) and defaults to require, does not read
 // key=value strings here, and sends pgx's own settings to the server as
-// unknown parameters. So the URL is rebuilt from what pgx parsed, with the
-// TLS pgx actually ended up using, certificate checks included.
-func libpqURL(conn *pgx.Conn, tlsKey string) (*url.URL, error) {
+// unknown parameters. So the URL is rebuilt from what pgx parsed: the host
+// pgx actually reached (of several, with failover), with the TLS it
+// actually used, certificate checks included.
+func libpqURL(ctx context.Context, conn *pgx.Conn, tlsKey string) (*url.URL, error) {
 	cfg := conn.Config()
+	reached, err := reachedEntry(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+
 	q := url.Values{}
 	for k, v := range cfg.RuntimeParams {
 		q.Set(k, v)
@@ -103,8 +110,8 @@ func libpqURL(conn *pgx.Conn, tlsKey string) (*url.URL, error) {
 	if cfg.ConnectTimeout > 0 {
 		q.Set("connect_timeout", strconv.Itoa(max(1, int(cfg.ConnectTimeout.Seconds()))))
 	}
-	if _, ok := conn.PgConn().Conn().(*tls.Conn); ok && cfg.TLSConfig != nil {
-		if err := pq.RegisterTLSConfig(tlsKey, cfg.TLSConfig); err != nil {
+	if reached.TLSConfig != nil {
+		if err := pq.RegisterTLSConfig(tlsKey, reached.TLSConfig); err != nil {
 			return nil, err
 		}
 		q.Set("sslmode", "pqgo-"+tlsKey)
@@ -117,12 +124,49 @@ func libpqURL(conn *pgx.Conn, tlsKey string) (*url.URL, error) {
 		User:   url.UserPassword(cfg.User, cfg.Password),
 		Path:   "/" + cfg.Database,
 	}
-	if strings.HasPrefix(cfg.Host, "/") { // Unix socket directory
-		q.Set("host", cfg.Host)
-		q.Set("port", strconv.Itoa(int(cfg.Port)))
+	if strings.HasPrefix(reached.Host, "/") { // Unix socket directory
+		q.Set("host", reached.Host)
+		q.Set("port", strconv.Itoa(int(reached.Port)))
 	} else {
-		u.Host = net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
+		u.Host = net.JoinHostPort(reached.Host, strconv.Itoa(int(reached.Port)))
 	}
 	u.RawQuery = q.Encode()
 	return u, nil
+}
+
+// reachedEntry returns the entry of conn's configuration (the first host
+// or one of its fallbacks: other hosts, other TLS modes) that conn is
+// connected through, known by its address and by whether it uses TLS.
+func reachedEntry(ctx context.Context, conn *pgx.Conn) (*pgconn.FallbackConfig, error) {
+	cfg := conn.Config()
+	netConn := conn.PgConn().Conn()
+	_, usesTLS := netConn.(*tls.Conn)
+	entries := append([]*pgconn.FallbackConfig{{Host: cfg.Host, Port: cfg.Port, TLSConfig: cfg.TLSConfig}}, cfg.Fallbacks...)
+	for _, e := range entries {
+		if (e.TLSConfig != nil) == usesTLS && reaches(ctx, e, netConn.RemoteAddr()) {
+			return e, nil
+		}
+	}
+	return nil, fmt.Errorf("cannot tell which host of DATABASE_URL the migration connection reached (%s)", netConn.RemoteAddr())
+}
+
+// reaches reports whether entry e names the address remote.
+func reaches(ctx context.Context, e *pgconn.FallbackConfig, remote net.Addr) bool {
+	if strings.HasPrefix(e.Host, "/") {
+		return remote.String() == fmt.Sprintf("%s/.s.PGSQL.%d", strings.TrimSuffix(e.Host, "/"), e.Port)
+	}
+	tcp, ok := remote.(*net.TCPAddr)
+	if !ok || tcp.Port != int(e.Port) {
+		return false
+	}
+	ips, err := net.DefaultResolver.LookupIPAddr(ctx, e.Host)
+	if err != nil {
+		return false
+	}
+	for _, ip := range ips {
+		if ip.IP.Equal(tcp.IP) {
+			return true
+		}
+	}
+	return false
 }

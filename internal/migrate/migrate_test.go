@@ -150,6 +150,9 @@ func TestUpAcceptsWhatTheServiceAccepts(t *testing.T) {
 			return testdb.WithQuery(t, u, "application_name", "users-migrate")
 		}},
 		{"a key=value string without sslmode", dsn},
+		{"a URL whose first host is down (failover)", func(t *testing.T, u string) string {
+			return strings.Replace(u, "@127.0.0.1:", "@127.0.0.1:1,127.0.0.1:", 1)
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

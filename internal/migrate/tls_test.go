@@ -16,8 +16,9 @@ import (
 )
 
 // TestUpOverTLS: when the service reaches its database over TLS, asked for
-// or negotiated by pgx's default (prefer), dbmate's lib/pq must use TLS
-// too. The server here refuses every connection that does not.
+// (require), negotiated by pgx's default (prefer), or fallen back to
+// (allow), dbmate's lib/pq must use TLS too. The server here refuses every
+// connection that does not.
 func TestUpOverTLS(t *testing.T) {
 	t.Parallel()
 	if _, err := pgtest.FindBinaries(); err != nil && os.Getenv(pgtest.BackendEnv) != "local" {
@@ -34,9 +35,9 @@ func TestUpOverTLS(t *testing.T) {
 	}
 	defer admin.Close(context.Background())
 
-	for i, sslmode := range []string{"require", ""} {
+	for i, sslmode := range []string{"require", "", "allow"} {
 		t.Run("sslmode="+sslmode, func(t *testing.T) {
-			name := []string{"tls_required", "tls_preferred"}[i]
+			name := []string{"tls_required", "tls_preferred", "tls_allowed"}[i]
 			if _, err := admin.Exec(t.Context(), "CREATE DATABASE "+name); err != nil {
 				t.Fatal(err)
 			}
