@@ -21,19 +21,17 @@ import (
 // grpcurl works without proto files).
 func NewGRPCServer(s *Server, log *slog.Logger) (*grpc.Server, *Health) {
 	healthSrv := newHealth()
+	// Recovery comes first in each chain, so that a panic anywhere below is
+	// an INTERNAL status for one call, not a crash of every call in flight.
+	recovered := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		method, _ := grpc.Method(ctx)
+		log.ErrorContext(ctx, "panic", "method", method, "panic", p)
+		return status.Error(codes.Internal, "internal error")
+	})
 	srv := grpc.NewServer(
 		grpc.ForceServerCodecV2(requestCodec{encoding.GetCodecV2("proto")}),
-		grpc.ChainUnaryInterceptor(
-			// First, so that a panic anywhere below is an INTERNAL status
-			// for one call, not a crash of every call in flight.
-			recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
-				method, _ := grpc.Method(ctx)
-				log.ErrorContext(ctx, "panic", "method", method, "panic", p)
-				return status.Error(codes.Internal, "internal error")
-			})),
-			rejectInvalidUTF8,
-		),
-		grpc.ChainStreamInterceptor(healthSrv.endWatchesOnShutdown),
+		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(recovered), rejectInvalidUTF8),
+		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(recovered), healthSrv.endWatchesOnShutdown),
 	)
 	usersv1.RegisterUsersServiceServer(srv, s)
 
