@@ -6,6 +6,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"time"
 
@@ -22,7 +23,34 @@ type Config struct {
 	// ShutdownTimeout bounds how long in-flight RPCs may drain after
 	// SIGINT/SIGTERM before they are cut off.
 	ShutdownTimeout time.Duration
+	// AdminAddress is the host:port of the admin HTTP listener (/healthz,
+	// /readyz, /metrics), apart from gRPC so that it is never exposed to
+	// the service's clients by accident.
+	AdminAddress string
+	// LogLevel is the lowest level logged.
+	LogLevel slog.Level
+	// DBTimeout bounds every database call, waiting for a connection
+	// included; the caller's deadline wins when it is earlier.
+	DBTimeout time.Duration
+	// TLS is the gRPC listener's TLS; the zero value is plaintext.
+	TLS TLS
+	// Tracing is on when an OTLP endpoint is configured; the exporter
+	// reads the rest of the standard OTEL_* variables itself.
+	Tracing bool
 }
+
+// TLS names the PEM files of the gRPC listener's TLS. They are re-read
+// while the service runs, so that a rotated certificate is served without
+// a restart.
+type TLS struct {
+	CertFile, KeyFile string
+	// ClientCAFile, when set, turns on mutual TLS: a client must present a
+	// certificate signed by one of these CAs.
+	ClientCAFile string
+}
+
+// Enabled reports whether the gRPC listener serves TLS.
+func (t TLS) Enabled() bool { return t.CertFile != "" }
 
 // Error is a configuration error; the program exits with code 2 on one.
 type Error struct {
@@ -42,6 +70,8 @@ func IsError(err error) bool {
 const (
 	DefaultGRPCAddress     = ":50051"
 	DefaultShutdownTimeout = 20 * time.Second
+	DefaultAdminAddress    = ":8080"
+	DefaultDBTimeout       = 5 * time.Second
 )
 
 // Load reads and validates the configuration through getenv (os.Getenv in
@@ -51,6 +81,15 @@ func Load(getenv func(string) string) (Config, error) {
 		DatabaseURL:     getenv("DATABASE_URL"),
 		GRPCAddress:     cmp.Or(getenv("GRPC_ADDRESS"), DefaultGRPCAddress),
 		ShutdownTimeout: DefaultShutdownTimeout,
+		AdminAddress:    cmp.Or(getenv("ADMIN_ADDRESS"), DefaultAdminAddress),
+		LogLevel:        slog.LevelInfo,
+		DBTimeout:       DefaultDBTimeout,
+		TLS: TLS{
+			CertFile:     getenv("GRPC_TLS_CERT_FILE"),
+			KeyFile:      getenv("GRPC_TLS_KEY_FILE"),
+			ClientCAFile: getenv("GRPC_TLS_CLIENT_CA_FILE"),
+		},
+		Tracing: getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "",
 	}
 
 	if cfg.DatabaseURL == "" {
@@ -63,8 +102,10 @@ func Load(getenv func(string) string) (Config, error) {
 		return Config{}, &Error{"DATABASE_URL", "is not a valid PostgreSQL connection string: " + err.Error()}
 	}
 
-	if _, _, err := net.SplitHostPort(cfg.GRPCAddress); err != nil {
-		return Config{}, &Error{"GRPC_ADDRESS", fmt.Sprintf("%q is not host:port", cfg.GRPCAddress)}
+	for _, a := range []struct{ variable, addr string }{{"GRPC_ADDRESS", cfg.GRPCAddress}, {"ADMIN_ADDRESS", cfg.AdminAddress}} {
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			return Config{}, &Error{a.variable, fmt.Sprintf("%q is not host:port", a.addr)}
+		}
 	}
 
 	if v := getenv("SHUTDOWN_TIMEOUT"); v != "" {
@@ -73,6 +114,25 @@ func Load(getenv func(string) string) (Config, error) {
 			return Config{}, &Error{"SHUTDOWN_TIMEOUT", fmt.Sprintf("%q is not a non-negative duration (e.g. 20s)", v)}
 		}
 		cfg.ShutdownTimeout = d
+	}
+	if v := getenv("DB_TIMEOUT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return Config{}, &Error{"DB_TIMEOUT", fmt.Sprintf("%q is not a positive duration (e.g. 5s)", v)}
+		}
+		cfg.DBTimeout = d
+	}
+	if v := getenv("LOG_LEVEL"); v != "" {
+		if err := cfg.LogLevel.UnmarshalText([]byte(v)); err != nil {
+			return Config{}, &Error{"LOG_LEVEL", fmt.Sprintf("%q is not one of debug, info, warn, error", v)}
+		}
+	}
+
+	switch t := cfg.TLS; {
+	case (t.CertFile == "") != (t.KeyFile == ""):
+		return Config{}, &Error{"GRPC_TLS_CERT_FILE", "and GRPC_TLS_KEY_FILE must be set together"}
+	case t.ClientCAFile != "" && t.CertFile == "":
+		return Config{}, &Error{"GRPC_TLS_CLIENT_CA_FILE", "needs GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE: mutual TLS is TLS first"}
 	}
 	return cfg, nil
 }

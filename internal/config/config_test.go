@@ -3,6 +3,7 @@ package config_test
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,23 @@ import (
 
 const databaseURL = "postgres://users:pw@db:5432/users?pool_max_conns=8"
 
+// defaults is the configuration of an environment that sets only
+// DATABASE_URL, changed by edit.
+func defaults(url string, edit func(*config.Config)) config.Config {
+	cfg := config.Config{
+		DatabaseURL:     url,
+		GRPCAddress:     ":50051",
+		ShutdownTimeout: 20 * time.Second,
+		AdminAddress:    ":8080",
+		LogLevel:        slog.LevelInfo,
+		DBTimeout:       5 * time.Second,
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	return cfg
+}
+
 func TestLoad(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -24,7 +42,7 @@ func TestLoad(t *testing.T) {
 		{
 			name: "only DATABASE_URL set gives the defaults for the rest",
 			env:  map[string]string{"DATABASE_URL": databaseURL},
-			want: config.Config{DatabaseURL: databaseURL, GRPCAddress: ":50051", ShutdownTimeout: 20 * time.Second},
+			want: defaults(databaseURL, nil),
 		},
 		{
 			name: "explicit values override the defaults",
@@ -32,23 +50,51 @@ func TestLoad(t *testing.T) {
 				"DATABASE_URL":     databaseURL,
 				"GRPC_ADDRESS":     "127.0.0.1:9000",
 				"SHUTDOWN_TIMEOUT": "1m30s",
+				"ADMIN_ADDRESS":    "127.0.0.1:9090",
+				"LOG_LEVEL":        "DEBUG",
+				"DB_TIMEOUT":       "750ms",
 			},
-			want: config.Config{DatabaseURL: databaseURL, GRPCAddress: "127.0.0.1:9000", ShutdownTimeout: 90 * time.Second},
+			want: defaults(databaseURL, func(c *config.Config) {
+				c.GRPCAddress, c.ShutdownTimeout, c.AdminAddress = "127.0.0.1:9000", 90*time.Second, "127.0.0.1:9090"
+				c.LogLevel, c.DBTimeout = slog.LevelDebug, 750*time.Millisecond
+			}),
+		},
+		{
+			name: "TLS files turn TLS on, a client CA mutual TLS",
+			env: map[string]string{
+				"DATABASE_URL":            databaseURL,
+				"GRPC_TLS_CERT_FILE":      "/tls/tls.crt",
+				"GRPC_TLS_KEY_FILE":       "/tls/tls.key",
+				"GRPC_TLS_CLIENT_CA_FILE": "/tls/ca.crt",
+			},
+			want: defaults(databaseURL, func(c *config.Config) {
+				c.TLS = config.TLS{CertFile: "/tls/tls.crt", KeyFile: "/tls/tls.key", ClientCAFile: "/tls/ca.crt"}
+			}),
+		},
+		{
+			name: "an OTLP endpoint turns tracing on",
+			env:  map[string]string{"DATABASE_URL": databaseURL, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"},
+			want: defaults(databaseURL, func(c *config.Config) { c.Tracing = true }),
+		},
+		{
+			name: "a traces-only OTLP endpoint turns tracing on",
+			env:  map[string]string{"DATABASE_URL": databaseURL, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4317"},
+			want: defaults(databaseURL, func(c *config.Config) { c.Tracing = true }),
 		},
 		{
 			name: "an IPv6 listen address is accepted",
 			env:  map[string]string{"DATABASE_URL": databaseURL, "GRPC_ADDRESS": "[::1]:50051"},
-			want: config.Config{DatabaseURL: databaseURL, GRPCAddress: "[::1]:50051", ShutdownTimeout: 20 * time.Second},
+			want: defaults(databaseURL, func(c *config.Config) { c.GRPCAddress = "[::1]:50051" }),
 		},
 		{
 			name: "a zero SHUTDOWN_TIMEOUT is accepted",
 			env:  map[string]string{"DATABASE_URL": databaseURL, "SHUTDOWN_TIMEOUT": "0s"},
-			want: config.Config{DatabaseURL: databaseURL, GRPCAddress: ":50051", ShutdownTimeout: 0},
+			want: defaults(databaseURL, func(c *config.Config) { c.ShutdownTimeout = 0 }),
 		},
 		{
 			name: "a keyword/value DATABASE_URL is accepted",
 			env:  map[string]string{"DATABASE_URL": "host=db dbname=users pool_max_conns=8"},
-			want: config.Config{DatabaseURL: "host=db dbname=users pool_max_conns=8", GRPCAddress: ":50051", ShutdownTimeout: 20 * time.Second},
+			want: defaults("host=db dbname=users pool_max_conns=8", nil),
 		},
 	}
 	for _, tt := range tests {
@@ -104,6 +150,41 @@ func TestLoadErrors(t *testing.T) {
 			name:         "a negative SHUTDOWN_TIMEOUT is reported",
 			env:          map[string]string{"DATABASE_URL": databaseURL, "SHUTDOWN_TIMEOUT": "-1s"},
 			wantVariable: "SHUTDOWN_TIMEOUT",
+		},
+		{
+			name:         "an ADMIN_ADDRESS without a port is reported",
+			env:          map[string]string{"DATABASE_URL": databaseURL, "ADMIN_ADDRESS": "localhost"},
+			wantVariable: "ADMIN_ADDRESS",
+		},
+		{
+			name:         "a zero DB_TIMEOUT is reported",
+			env:          map[string]string{"DATABASE_URL": databaseURL, "DB_TIMEOUT": "0s"},
+			wantVariable: "DB_TIMEOUT",
+		},
+		{
+			name:         "a DB_TIMEOUT that is not a duration is reported",
+			env:          map[string]string{"DATABASE_URL": databaseURL, "DB_TIMEOUT": "5"},
+			wantVariable: "DB_TIMEOUT",
+		},
+		{
+			name:         "an unknown LOG_LEVEL is reported",
+			env:          map[string]string{"DATABASE_URL": databaseURL, "LOG_LEVEL": "verbose"},
+			wantVariable: "LOG_LEVEL",
+		},
+		{
+			name:         "a TLS certificate without its key is reported",
+			env:          map[string]string{"DATABASE_URL": databaseURL, "GRPC_TLS_CERT_FILE": "/tls/tls.crt"},
+			wantVariable: "GRPC_TLS_CERT_FILE",
+		},
+		{
+			name:         "a TLS key without its certificate is reported",
+			env:          map[string]string{"DATABASE_URL": databaseURL, "GRPC_TLS_KEY_FILE": "/tls/tls.key"},
+			wantVariable: "GRPC_TLS_CERT_FILE",
+		},
+		{
+			name:         "a client CA without a server certificate is reported",
+			env:          map[string]string{"DATABASE_URL": databaseURL, "GRPC_TLS_CLIENT_CA_FILE": "/tls/ca.crt"},
+			wantVariable: "GRPC_TLS_CLIENT_CA_FILE",
 		},
 	}
 	for _, tt := range tests {
