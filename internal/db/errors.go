@@ -1,10 +1,12 @@
 // Package db is the data layer: the query code that sqlc generates from
 // sql/queries/users.sql (never edit those files; run make generate), and
-// this file, which classifies the driver's errors by kind so that callers
-// never look at error text.
+// three hand-written files: this one, which classifies the driver's errors
+// by kind so that callers never look at error text; pool.go, the pool's
+// defaults; bounded.go, the timeouts every statement runs under.
 package db
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -37,7 +39,11 @@ func IsUnavailable(err error) bool {
 		errors.As(err, &netErr),                                     // connection lost mid-query
 		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), // server closed the connection
 		errors.Is(err, puddle.ErrClosedPool), // pool closed during shutdown
-		pgconn.SafeToRetry(err):              // failed before the query was sent
+		errors.Is(err, ErrAcquireTimeout),    // every connection busy for too long
+		// Bounded's query timeout (DB_TIMEOUT), or a connect_timeout: callers
+		// tell their own deadline apart first.
+		errors.Is(err, context.DeadlineExceeded),
+		pgconn.SafeToRetry(err): // failed before the query was sent
 		return true
 	case errors.As(err, &pgErr):
 		return pgerrcode.IsConnectionException(pgErr.Code) ||

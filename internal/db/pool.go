@@ -1,0 +1,63 @@
+package db
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// DefaultConnectTimeout bounds a connection attempt when DATABASE_URL sets
+// no connect_timeout. pgx's own default is none: an unreachable database
+// host would hold a call until the operating system gives up on the TCP
+// handshake, minutes later, instead of failing fast with UNAVAILABLE.
+const DefaultConnectTimeout = 2 * time.Second
+
+// PoolOptions are what the service adds to the pool settings in the URL.
+type PoolOptions struct {
+	// Tracer, if not nil, sees every statement (OpenTelemetry spans).
+	Tracer pgx.QueryTracer
+	// MaxConns, if not zero, replaces both pgxpool's default and any
+	// pool_max_conns in the URL.
+	MaxConns int32
+}
+
+// NewPool returns a pool for url with the service's defaults where the URL
+// is silent: connect_timeout DefaultConnectTimeout and pool_max_conns
+// DefaultMaxConns. Settings in the URL win. The pool connects lazily.
+func NewPool(ctx context.Context, url string, opts PoolOptions) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = DefaultConnectTimeout
+	}
+	// pgxpool gives no way to tell its default from a pool_max_conns in the
+	// URL, so look for the setting itself.
+	if !strings.Contains(url, "pool_max_conns") {
+		cfg.MaxConns = DefaultMaxConns()
+	}
+	if opts.MaxConns != 0 {
+		cfg.MaxConns = opts.MaxConns
+		cfg.MinConns = min(cfg.MinConns, cfg.MaxConns)
+	}
+	cfg.ConnConfig.Tracer = opts.Tracer
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	return pool, nil
+}
+
+// DefaultMaxConns is the pool size when DATABASE_URL sets none. pgxpool's
+// own default, max(4, CPUs), keeps too few statements in flight for the
+// database to group commits: writes would queue for a connection while
+// PostgreSQL waits on one fsync at a time.
+func DefaultMaxConns() int32 {
+	return int32(max(16, 4*runtime.GOMAXPROCS(0)))
+}
