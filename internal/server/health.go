@@ -18,9 +18,15 @@ import (
 // turned health NOT_SERVING, so that their clients hear it.
 const watchGrace = 250 * time.Millisecond
 
+// LivenessService is the health service name that is SERVING for as long
+// as the gRPC server runs, whatever the database does: a liveness probe
+// asks for it, so that a database outage takes pods out of rotation (the
+// readiness probe asks for "") without restarting them all.
+const LivenessService = "liveness"
+
 // Health is the grpc.health.v1 service of the server ("") and of
 // UsersService. Both start NOT_SERVING: only a database that answers makes
-// the service ready (see WatchDatabase).
+// the service ready (see DatabaseWatch). LivenessService starts SERVING.
 type Health struct {
 	*health.Server
 
@@ -33,6 +39,7 @@ func newHealth() *Health {
 	h := &Health{Server: health.NewServer()}
 	h.shutdown, h.endWatches = context.WithCancel(context.Background())
 	h.set(healthpb.HealthCheckResponse_NOT_SERVING)
+	h.SetServingStatus(LivenessService, healthpb.HealthCheckResponse_SERVING)
 	return h
 }
 
@@ -121,4 +128,11 @@ func (w *DatabaseWatch) Run(ctx context.Context) {
 			w.Check(ctx)
 		}
 	}
+}
+
+// Ready reports whether the server is SERVING: the database answered the
+// last ping and shutdown has not begun. /readyz serves it.
+func (h *Health) Ready() bool {
+	resp, err := h.Check(context.Background(), &healthpb.HealthCheckRequest{})
+	return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
 }

@@ -133,6 +133,11 @@ func TestHealthTracksTheDatabase(t *testing.T) {
 	waitForStatus(t, h, healthpb.HealthCheckResponse_SERVING)
 	r.setUp(false)
 	waitForStatus(t, h, healthpb.HealthCheckResponse_NOT_SERVING)
+	// Liveness does not follow the database: an outage must not restart
+	// every pod.
+	if resp, err := h.Check(t.Context(), &healthpb.HealthCheckRequest{Service: server.LivenessService}); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("liveness while the database is down = %v, %v; want SERVING", resp.GetStatus(), err)
+	}
 	r.setUp(true)
 	waitForStatus(t, h, healthpb.HealthCheckResponse_SERVING)
 }
