@@ -31,6 +31,9 @@ import (
 // broken binary fails the test instead of hanging it.
 const waitTimeout = 30 * time.Second
 
+// plaintextWarning is what serve logs at start-up without TLS.
+const plaintextWarning = "gRPC serves plaintext, fit for local development only: set GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE"
+
 // usersBin is the binary under test, built once by TestMain.
 var usersBin string
 
@@ -112,6 +115,8 @@ type proc struct {
 	stdout *logSink
 	stderr *syncBuffer
 	exited chan struct{} // closed once the process has exited and its output is read
+
+	adminAddr string // of the admin HTTP listener, once serving
 }
 
 // startUsers starts the binary with exactly env. If it is still running
@@ -147,18 +152,20 @@ func startUsers(t *testing.T, env map[string]string, args ...string) *proc {
 	return p
 }
 
-// startServe starts "users serve" listening on an ephemeral port of 127.0.0.1
-// and returns it once it has logged the address it serves on.
+// startServe starts "users serve" listening on ephemeral ports of 127.0.0.1
+// and returns it once it has logged the addresses it serves on (the admin
+// one in p.adminAddr).
 func startServe(t *testing.T, env map[string]string) (p *proc, addr string) {
 	t.Helper()
-	full := map[string]string{"GRPC_ADDRESS": "127.0.0.1:0"}
+	full := map[string]string{"GRPC_ADDRESS": "127.0.0.1:0", "ADMIN_ADDRESS": "127.0.0.1:0"}
 	for k, v := range env {
 		full[k] = v
 	}
 	p = startUsers(t, full, "serve")
 	select {
-	case addr = <-p.stdout.serving:
-		return p, addr
+	case line := <-p.stdout.serving:
+		p.adminAddr = line.AdminAddress
+		return p, line.Address
 	case <-p.exited:
 		t.Fatalf("users serve exited with code %d before serving\nstderr:\n%s", p.cmd.ProcessState.ExitCode(), p.stderr)
 	case <-time.After(waitTimeout):
@@ -217,17 +224,23 @@ func rpcContext(t *testing.T) context.Context {
 	return ctx
 }
 
-// logSink collects the process's JSON log lines and hands the address of
-// the "serving" line to whoever waits on serving.
+// logSink collects the process's JSON log lines and hands the "serving"
+// line to whoever waits on serving.
 type logSink struct {
 	mu      sync.Mutex
 	buf     bytes.Buffer
 	scanned int      // bytes of buf already split into lines
 	msgs    []string // "msg" of every JSON line, in order
-	serving chan string
+	serving chan servingLine
 }
 
-func newLogSink() *logSink { return &logSink{serving: make(chan string, 1)} }
+// servingLine is what the "serving" log line says.
+type servingLine struct {
+	Address      string `json:"address"`
+	AdminAddress string `json:"admin_address"`
+}
+
+func newLogSink() *logSink { return &logSink{serving: make(chan servingLine, 1)} }
 
 func (s *logSink) Write(p []byte) (int, error) {
 	s.mu.Lock()
@@ -241,8 +254,8 @@ func (s *logSink) Write(p []byte) (int, error) {
 		}
 		s.scanned += i + 1
 		var rec struct {
-			Msg     string `json:"msg"`
-			Address string `json:"address"`
+			Msg string `json:"msg"`
+			servingLine
 		}
 		if json.Unmarshal(rest[:i], &rec) != nil {
 			continue // not a log record; String still shows it
@@ -250,22 +263,22 @@ func (s *logSink) Write(p []byte) (int, error) {
 		s.msgs = append(s.msgs, rec.Msg)
 		if rec.Msg == "serving" {
 			select {
-			case s.serving <- rec.Address:
+			case s.serving <- rec.servingLine:
 			default:
 			}
 		}
 	}
 }
 
-// messages returns the "msg" of every log line so far, less the health
-// watcher's "database reachable", which comes whenever its first ping
-// returns and so has no fixed place among the others.
+// messages returns the "msg" of every log line so far, less those with no
+// fixed place among the others: the health watcher's "database reachable",
+// which comes whenever its first ping returns, and the per-call lines.
 func (s *logSink) messages() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var msgs []string
 	for _, m := range s.msgs {
-		if m != "database reachable" {
+		if m != "database reachable" && m != "finished call" {
 			msgs = append(msgs, m)
 		}
 	}

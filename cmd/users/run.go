@@ -6,20 +6,29 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
+	"github.com/agynio/users/internal/admin"
+	"github.com/agynio/users/internal/buildinfo"
 	"github.com/agynio/users/internal/config"
+	"github.com/agynio/users/internal/db"
+	"github.com/agynio/users/internal/grpctls"
 	"github.com/agynio/users/internal/identity"
 	"github.com/agynio/users/internal/migrate"
 	"github.com/agynio/users/internal/server"
+	"github.com/agynio/users/internal/telemetry"
 )
 
 // healthInterval is how often the health service pings the database.
 const healthInterval = 2 * time.Second
+
+// acquireTimeout bounds the wait for a pool connection (DB_TIMEOUT if that
+// is shorter): a call that cannot get one in a second is better answered
+// UNAVAILABLE, for the client to retry elsewhere, than queued.
+const acquireTimeout = time.Second
 
 const usage = "usage: users [serve] | users migrate up|down|status"
 
@@ -52,7 +61,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewJSONHandler(os.Stdout, nil))
+	log := telemetry.NewLogger(os.Stdout, cfg.LogLevel)
 
 	if cmd == "migrate" {
 		return runMigrate(ctx, cfg, args[0])
@@ -74,34 +83,58 @@ func runMigrate(ctx context.Context, cfg config.Config, action string) error {
 
 // serve runs the gRPC server until ctx is cancelled (SIGINT/SIGTERM), then
 // shuts down in order: health NOT_SERVING, in-flight RPCs drain for up to
-// cfg.ShutdownTimeout, the database pool closes.
+// cfg.ShutdownTimeout, the admin listener and the database pool close.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	tracing, err := telemetry.StartTracing(ctx, cfg.Tracing)
+	if err != nil {
+		return fmt.Errorf("tracing: %w", err)
+	}
+	defer func() {
+		flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := tracing.Shutdown(flushCtx); err != nil {
+			log.Warn("tracing: spans lost at exit", "error", err)
+		}
+	}()
+
 	// Database. The pool connects lazily: the service starts, and answers
 	// UNAVAILABLE, while the database is still coming up.
-	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	pool, err := db.NewPool(ctx, cfg.DatabaseURL, db.PoolOptions{Tracer: tracing.QueryTracer()})
 	if err != nil {
-		return fmt.Errorf("database: %w", err)
+		return err
 	}
 	defer pool.Close()
+	metrics := telemetry.NewMetrics(pool)
 
 	// gRPC server, with health and reflection.
+	opts := []server.Option{
+		server.WithMetrics(metrics.GRPC),
+		server.WithStatsHandler(tracing.GRPCStatsHandler()),
+	}
+	if cfg.TLS.Enabled() {
+		creds, err := grpctls.New(cfg.TLS, grpctls.DefaultRefresh)
+		if err != nil {
+			return err
+		}
+		defer creds.Close()
+		opts = append(opts, server.WithCredentials(creds))
+		log.Info("gRPC TLS on", "mutual", cfg.TLS.ClientCAFile != "")
+	} else {
+		log.Warn("gRPC serves plaintext, fit for local development only: set GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE")
+	}
 	lis, err := net.Listen("tcp", cfg.GRPCAddress)
 	if err != nil {
 		return fmt.Errorf("listen on GRPC_ADDRESS %s: %w", cfg.GRPCAddress, err)
 	}
-	srv, healthSrv := server.NewGRPCServer(server.New(pool, identity.Local{}, log), log)
+	queries := db.NewBounded(pool, min(acquireTimeout, cfg.DBTimeout), cfg.DBTimeout)
+	srv, healthSrv := server.NewGRPCServer(server.New(queries, identity.Local{}, log), log, opts...)
 
 	// Health: its own one-connection pool, so that a busy service pool
 	// does not read as an unreachable database; one check before serving,
 	// so the first probe already has an answer.
-	healthPoolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	healthPool, err := db.NewPool(ctx, cfg.DatabaseURL, db.PoolOptions{MaxConns: 1})
 	if err != nil {
-		return fmt.Errorf("database: %w", err)
-	}
-	healthPoolCfg.MaxConns, healthPoolCfg.MinConns = 1, 0
-	healthPool, err := pgxpool.NewWithConfig(ctx, healthPoolCfg)
-	if err != nil {
-		return fmt.Errorf("database: %w", err)
+		return err
 	}
 	defer healthPool.Close()
 	watch := server.NewDatabaseWatch(healthPool, healthSrv, healthInterval, log)
@@ -110,9 +143,25 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	defer stopWatch()
 	go watch.Run(watchCtx)
 
+	// Admin HTTP: up before gRPC and down after it, so that readiness and
+	// metrics are there for the whole life of the service, drain included.
+	adminLis, err := net.Listen("tcp", cfg.AdminAddress)
+	if err != nil {
+		lis.Close()
+		return fmt.Errorf("listen on ADMIN_ADDRESS %s: %w", cfg.AdminAddress, err)
+	}
+	adminSrv := &http.Server{
+		Handler:           admin.Handler(healthSrv.Ready, metrics.Registry),
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	go adminSrv.Serve(adminLis) //nolint:errcheck // ends with Close below
+	defer adminSrv.Close()
+
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
-	log.Info("serving", "address", lis.Addr().String())
+	log.Info("serving", "address", lis.Addr().String(), "admin_address", adminLis.Addr().String(),
+		"version", buildinfo.Version, "tracing", tracing.Enabled())
 
 	// Shutdown.
 	select {

@@ -6,8 +6,10 @@ import (
 	"unicode/utf8"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -17,16 +19,21 @@ import (
 
 // invalidUTF8Marker is the unknown-field number under which requestCodec
 // notes the fields it dropped; the largest number protobuf allows, so that
-// no real field will ever take it.
-const invalidUTF8Marker = protowire.MaxValidNumber
+// no real field will ever take it. malformedMarker, the one below it, notes
+// a request that is not a protobuf message at all.
+const (
+	invalidUTF8Marker = protowire.MaxValidNumber
+	malformedMarker   = protowire.MaxValidNumber - 1
+)
 
 // requestCodec is gRPC's proto codec, except for one kind of bad input.
 // protobuf refuses a string field holding invalid UTF-8, and gRPC reports
 // any decoding failure as INTERNAL, which would blame the service for the
 // client's bytes. So when decoding fails, requestCodec drops the top-level
 // string fields that are not UTF-8, decodes the rest, and notes the
-// dropped fields' names in the message; rejectInvalidUTF8 then answers
-// INVALID_ARGUMENT naming them, before any handler sees the request.
+// dropped fields' names in the message; rejectInvalidRequests then answers
+// INVALID_ARGUMENT naming them, before any handler sees the request. Bytes
+// that are not a message at all are noted as such and refused the same way.
 type requestCodec struct{ encoding.CodecV2 }
 
 func (requestCodec) Name() string { return "proto" }
@@ -44,18 +51,20 @@ func (c requestCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		}
 		return nil
 	}
-	// Only UsersService requests, whose unary handlers rejectInvalidUTF8
+	// Only UsersService requests, whose unary handlers rejectInvalidRequests
 	// guards; health and reflection messages keep gRPC's own handling.
 	desc := m.ProtoReflect().Descriptor()
 	if desc.ParentFile().Package() != usersv1.File_agynio_api_users_v1_users_proto.Package() {
 		return err
 	}
 	kept, dropped := dropInvalidUTF8(data.Materialize(), desc)
-	if len(dropped) == 0 {
-		return err // not an encoding problem we can name
-	}
-	if err := proto.Unmarshal(kept, m); err != nil {
-		return err
+	if len(dropped) == 0 || proto.Unmarshal(kept, m) != nil {
+		proto.Reset(m)
+		var marker []byte
+		marker = protowire.AppendTag(marker, malformedMarker, protowire.BytesType)
+		marker = protowire.AppendString(marker, err.Error())
+		m.ProtoReflect().SetUnknown(marker)
+		return nil
 	}
 	unknown := m.ProtoReflect().GetUnknown()
 	for _, field := range dropped {
@@ -83,8 +92,8 @@ func dropInvalidUTF8(b []byte, desc protoreflect.MessageDescriptor) (kept []byte
 		field := b[:n+m]
 		b = b[n+m:]
 
-		if num == invalidUTF8Marker {
-			continue // only this codec may set the marker, not a client
+		if num == invalidUTF8Marker || num == malformedMarker {
+			continue // only this codec may set the markers, not a client
 		}
 		fd := desc.Fields().ByNumber(num)
 		if fd == nil || fd.Kind() != protoreflect.StringKind || typ != protowire.BytesType {
@@ -106,7 +115,7 @@ func dropInvalidUTF8(b []byte, desc protoreflect.MessageDescriptor) (kept []byte
 	return kept, dropped
 }
 
-// withoutMarkers returns the unknown fields u less any invalidUTF8Marker.
+// withoutMarkers returns the unknown fields u less any marker.
 func withoutMarkers(u []byte) []byte {
 	var kept []byte
 	for len(u) > 0 {
@@ -118,7 +127,7 @@ func withoutMarkers(u []byte) []byte {
 		if m < 0 {
 			return kept
 		}
-		if num != invalidUTF8Marker {
+		if num != invalidUTF8Marker && num != malformedMarker {
 			kept = append(kept, u[:n+m]...)
 		}
 		u = u[n+m:]
@@ -126,12 +135,13 @@ func withoutMarkers(u []byte) []byte {
 	return kept
 }
 
-// rejectInvalidUTF8 answers INVALID_ARGUMENT for a request in which
-// requestCodec found string fields that are not UTF-8.
-func rejectInvalidUTF8(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if m, ok := req.(proto.Message); ok {
+// rejectInvalidRequests answers INVALID_ARGUMENT for a request that
+// requestCodec could not decode: string fields that are not UTF-8, named,
+// or bytes that are no message of the method's request type.
+func rejectInvalidRequests(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if msg, ok := req.(proto.Message); ok {
 		var v violations
-		b := m.ProtoReflect().GetUnknown()
+		b := msg.ProtoReflect().GetUnknown()
 		for len(b) > 0 {
 			num, typ, n := protowire.ConsumeTag(b)
 			if n < 0 {
@@ -140,6 +150,10 @@ func rejectInvalidUTF8(ctx context.Context, req any, _ *grpc.UnaryServerInfo, ha
 			m := protowire.ConsumeFieldValue(num, typ, b[n:])
 			if m < 0 {
 				break
+			}
+			if num == malformedMarker && typ == protowire.BytesType {
+				reason, _ := protowire.ConsumeString(b[n:])
+				return nil, status.Errorf(codes.InvalidArgument, "invalid request: not a valid %s message: %s", msg.ProtoReflect().Descriptor().FullName(), reason)
 			}
 			if num == invalidUTF8Marker && typ == protowire.BytesType {
 				field, _ := protowire.ConsumeString(b[n:])

@@ -3,39 +3,161 @@ package server
 import (
 	"context"
 	"log/slog"
+	"runtime/debug"
+	"strings"
+	"time"
 
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/encoding"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
 )
 
+// Limits of the gRPC transport. Every request of the API fits in a few
+// kilobytes (the longest is a ResolveOrCreateUser at the field limits,
+// about 11 KiB); anything far bigger is refused before it is read.
+const (
+	MaxRequestBytes      = 64 << 10
+	MaxConcurrentStreams = 256 // per connection
+)
+
+// keepalive: ping idle clients so that dead connections are noticed, and
+// refuse clients that ping more often than once in 10s (GOAWAY
+// ENHANCE_YOUR_CALM), which would otherwise cost the server for nothing.
+var (
+	keepaliveParams = keepalive.ServerParameters{
+		MaxConnectionIdle: 15 * time.Minute,
+		Time:              time.Minute,
+		Timeout:           20 * time.Second,
+	}
+	keepalivePolicy = keepalive.EnforcementPolicy{
+		MinTime:             10 * time.Second,
+		PermitWithoutStream: true,
+	}
+)
+
+// Option adds to what NewGRPCServer builds.
+type Option func(*options)
+
+type options struct {
+	metrics              *grpcprom.ServerMetrics
+	creds                credentials.TransportCredentials
+	statsHandler         stats.Handler
+	maxConcurrentStreams uint32
+}
+
+// WithMetrics records per-method counters and latency histograms.
+func WithMetrics(m *grpcprom.ServerMetrics) Option { return func(o *options) { o.metrics = m } }
+
+// WithCredentials serves TLS (or mutual TLS) instead of plaintext.
+func WithCredentials(c credentials.TransportCredentials) Option {
+	return func(o *options) { o.creds = c }
+}
+
+// WithStatsHandler instruments every RPC (OpenTelemetry spans); nil is none.
+func WithStatsHandler(h stats.Handler) Option { return func(o *options) { o.statsHandler = h } }
+
+// WithMaxConcurrentStreams replaces MaxConcurrentStreams (tests use a
+// small number to see it hold).
+func WithMaxConcurrentStreams(n uint32) Option {
+	return func(o *options) { o.maxConcurrentStreams = n }
+}
+
 // NewGRPCServer returns the gRPC server the binary runs, with s as
 // UsersService, the grpc.health.v1 service (returned NOT_SERVING, for
 // DatabaseWatch to set and shutdown to end) and server reflection (so
 // grpcurl works without proto files).
-func NewGRPCServer(s *Server, log *slog.Logger) (*grpc.Server, *Health) {
+func NewGRPCServer(s *Server, log *slog.Logger, opts ...Option) (*grpc.Server, *Health) {
+	o := options{maxConcurrentStreams: MaxConcurrentStreams}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	healthSrv := newHealth()
-	// Recovery comes first in each chain, so that a panic anywhere below is
-	// an INTERNAL status for one call, not a crash of every call in flight.
+
+	// A panic is an INTERNAL status for that one call and a logged stack,
+	// not a crash of every call in flight. Recovery comes first in each
+	// chain, so that nothing below can take the process down, and once
+	// more right above the handlers, so that metrics and the call's log
+	// line see the INTERNAL a handler's panic became.
 	recovered := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		method, _ := grpc.Method(ctx)
-		log.ErrorContext(ctx, "panic", "method", method, "panic", p)
+		log.ErrorContext(ctx, "panic", "method", method, "panic", p, "stack", string(debug.Stack()))
 		return status.Error(codes.Internal, "internal error")
 	})
-	srv := grpc.NewServer(
-		grpc.ForceServerCodecV2(requestCodec{encoding.GetCodecV2("proto")}),
-		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(recovered), rejectInvalidUTF8),
-		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(recovered), healthSrv.endWatchesOnShutdown),
+	callLog := callLogger(log)
+	unary := []grpc.UnaryServerInterceptor{recovery.UnaryServerInterceptor(recovered)}
+	stream := []grpc.StreamServerInterceptor{recovery.StreamServerInterceptor(recovered)}
+	if o.metrics != nil {
+		unary = append(unary, o.metrics.UnaryServerInterceptor())
+		stream = append(stream, o.metrics.StreamServerInterceptor())
+	}
+	unary = append(unary,
+		logging.UnaryServerInterceptor(callLog, logOptions...),
+		recovery.UnaryServerInterceptor(recovered),
+		rejectInvalidRequests,
 	)
-	usersv1.RegisterUsersServiceServer(srv, s)
+	stream = append(stream,
+		logging.StreamServerInterceptor(callLog, logOptions...),
+		recovery.StreamServerInterceptor(recovered),
+		healthSrv.endWatchesOnShutdown,
+	)
 
+	serverOpts := []grpc.ServerOption{
+		grpc.ForceServerCodecV2(requestCodec{encoding.GetCodecV2("proto")}),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+		grpc.MaxRecvMsgSize(MaxRequestBytes),
+		grpc.MaxConcurrentStreams(o.maxConcurrentStreams),
+		grpc.KeepaliveParams(keepaliveParams),
+		grpc.KeepaliveEnforcementPolicy(keepalivePolicy),
+	}
+	if o.creds != nil {
+		serverOpts = append(serverOpts, grpc.Creds(o.creds))
+	}
+	if o.statsHandler != nil {
+		serverOpts = append(serverOpts, grpc.StatsHandler(o.statsHandler))
+	}
+	srv := grpc.NewServer(serverOpts...)
+	usersv1.RegisterUsersServiceServer(srv, s)
 	healthpb.RegisterHealthServer(srv, healthSrv)
 	reflection.Register(srv)
+	if o.metrics != nil {
+		o.metrics.InitializeMetrics(srv) // every method shows, at zero, from the start
+	}
 	return srv, healthSrv
+}
+
+// logOptions make one line per call, when it finishes: method, code,
+// duration (grpc.time_ms), peer, and the trace id when tracing is on.
+// Never a payload: requests hold names, emails and OIDC subjects.
+var logOptions = []logging.Option{
+	logging.WithLogOnEvents(logging.FinishCall),
+	logging.WithFieldsFromContext(func(ctx context.Context) logging.Fields {
+		if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+			return logging.Fields{"trace_id", sc.TraceID().String()}
+		}
+		return nil
+	}),
+}
+
+// callLogger writes the per-call lines to log. Health checks, which
+// probes make every few seconds, are logged at debug level only.
+func callLogger(log *slog.Logger) logging.Logger {
+	return logging.LoggerFunc(func(ctx context.Context, level logging.Level, msg string, fields ...any) {
+		if method, _ := grpc.Method(ctx); level == logging.LevelInfo && strings.HasPrefix(method, "/grpc.health.v1.Health/") {
+			level = logging.LevelDebug
+		}
+		log.Log(ctx, slog.Level(level), msg, fields...)
+	})
 }
