@@ -2,11 +2,8 @@ package server_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
-	"net"
 	"net/url"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,71 +12,9 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/agynio/users/internal/server"
+	"github.com/agynio/users/internal/tcpproxy"
 	"github.com/agynio/users/internal/testdb"
 )
-
-// relay stands between the service and its database on a listener of its
-// own: while up it forwards connections, while down it cuts them all and
-// closes new ones at once, as a database host that went away.
-type relay struct {
-	target string
-	l      net.Listener
-
-	mu    sync.Mutex
-	up    bool
-	conns []net.Conn
-}
-
-func newRelay(t *testing.T, target string) *relay {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &relay{target: target, l: l}
-	t.Cleanup(func() { l.Close(); r.setUp(false) })
-	go r.serve()
-	return r
-}
-
-func (r *relay) addr() string { return r.l.Addr().String() }
-
-func (r *relay) serve() {
-	for {
-		c, err := r.l.Accept()
-		if err != nil {
-			return
-		}
-		r.mu.Lock()
-		if !r.up {
-			r.mu.Unlock()
-			c.Close()
-			continue
-		}
-		d, err := net.Dial("tcp", r.target)
-		if err != nil {
-			r.mu.Unlock()
-			c.Close()
-			continue
-		}
-		r.conns = append(r.conns, c, d)
-		r.mu.Unlock()
-		go io.Copy(d, c) //nolint:errcheck // ends when either side closes
-		go io.Copy(c, d) //nolint:errcheck
-	}
-}
-
-func (r *relay) setUp(up bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.up = up
-	if !up {
-		for _, c := range r.conns {
-			c.Close()
-		}
-		r.conns = nil
-	}
-}
 
 // waitForStatus polls h until the server and UsersService report want, or
 // fails after 10s.
@@ -111,9 +46,14 @@ func TestHealthTracksTheDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newRelay(t, real.Host)
+	r, err := tcpproxy.Start(real.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	r.Cut() // no database until the first status is seen
 	given := *real
-	given.Host = r.addr()
+	given.Host = r.Addr()
 	pool, err := pgxpool.New(t.Context(), testdb.WithQuery(t, given.String(), "connect_timeout", "1"))
 	if err != nil {
 		t.Fatal(err)
@@ -129,16 +69,16 @@ func TestHealthTracksTheDatabase(t *testing.T) {
 	defer cancel()
 	go watch.Run(ctx)
 
-	r.setUp(true)
+	r.Restore()
 	waitForStatus(t, h, healthpb.HealthCheckResponse_SERVING)
-	r.setUp(false)
+	r.Cut()
 	waitForStatus(t, h, healthpb.HealthCheckResponse_NOT_SERVING)
 	// Liveness does not follow the database: an outage must not restart
 	// every pod.
 	if resp, err := h.Check(t.Context(), &healthpb.HealthCheckRequest{Service: server.LivenessService}); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("liveness while the database is down = %v, %v; want SERVING", resp.GetStatus(), err)
 	}
-	r.setUp(true)
+	r.Restore()
 	waitForStatus(t, h, healthpb.HealthCheckResponse_SERVING)
 }
 
