@@ -140,6 +140,14 @@ func TestPanicIsInternalAndTheServerSurvives(t *testing.T) {
 	if !strings.Contains(e.logs.String(), "allocator exploded") {
 		t.Errorf("the panic is not logged; logs:\n%s", e.logs)
 	}
+	// With the stack that led to it, and in the call's own log line as the
+	// INTERNAL it became.
+	if !strings.Contains(e.logs.String(), "panickingAllocator.NewIdentityID") {
+		t.Errorf("the panic's stack is not logged; logs:\n%s", e.logs)
+	}
+	if !strings.Contains(e.logs.String(), `"grpc.code":"Internal"`) {
+		t.Errorf("the call's log line does not show INTERNAL; logs:\n%s", e.logs)
+	}
 	_, err = e.client.GetUser(t.Context(), &usersv1.GetUserRequest{IdentityId: uuid.NewString()})
 	wantCode(t, err, codes.NotFound)
 }

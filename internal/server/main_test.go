@@ -70,14 +70,14 @@ func newEnvOn(t *testing.T, conn db.DBTX) *env {
 
 // newEnvWith serves with the same gRPC server the binary builds
 // (interceptors, codec, health), allocating ids with ids.
-func newEnvWith(t *testing.T, conn db.DBTX, ids identity.Allocator) *env {
+func newEnvWith(t *testing.T, conn db.DBTX, ids identity.Allocator, opts ...server.Option) *env {
 	t.Helper()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
 	srv := server.New(conn, ids, log)
 
 	lis := bufconn.Listen(1 << 20)
-	gs, health := server.NewGRPCServer(srv, log)
+	gs, health := server.NewGRPCServer(srv, log, opts...)
 	go gs.Serve(lis) //nolint:errcheck // returns when stopped
 	t.Cleanup(gs.Stop)
 
