@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/bin:$PATH"
 unset DATABASE_URL TEST_DATABASE_URL
 command -v pgrep >/dev/null || { echo "readme-check: needs pgrep (Debian: procps)"; exit 1; }
+command -v curl >/dev/null || { echo "readme-check: needs curl"; exit 1; }
 
 make --no-print-directory tools build >/dev/null
 log=$(mktemp)
