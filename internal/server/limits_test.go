@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -296,5 +297,51 @@ func TestMaxConcurrentStreamsPerConnection(t *testing.T) {
 	cancel() // the two held calls end, and their slots free up
 	if _, err := e.client.GetUser(t.Context(), &usersv1.GetUserRequest{IdentityId: free.GetMeta().GetId()}); err != nil {
 		t.Fatalf("GetUser once slots are free: %v", err)
+	}
+}
+
+// A client that pings far more often than the keepalive policy allows is
+// sent GOAWAY ENHANCE_YOUR_CALM ("too_many_pings") rather than answered
+// for ever: pings cost the server and can be a flood.
+func TestKeepaliveRefusesPingFloods(t *testing.T) {
+	t.Parallel()
+	log := slog.New(slog.DiscardHandler)
+	gs, _ := server.NewGRPCServer(server.New(nil, identity.Local{}, log), log)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gs.Serve(lis) //nolint:errcheck // returns when stopped
+	t.Cleanup(gs.Stop)
+
+	conn, err := net.DialTimeout("tcp", lis.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck // bounds the test
+	if _, err := conn.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(conn, conn)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if err := fr.WritePing(false, [8]byte{byte(i)}); err != nil {
+			break // the server may already have hung up
+		}
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("connection ended without GOAWAY: %v", err)
+		}
+		if ga, ok := f.(*http2.GoAwayFrame); ok {
+			if ga.ErrCode != http2.ErrCodeEnhanceYourCalm || string(ga.DebugData()) != "too_many_pings" {
+				t.Fatalf("GOAWAY %v %q, want ENHANCE_YOUR_CALM too_many_pings", ga.ErrCode, ga.DebugData())
+			}
+			return
+		}
 	}
 }
