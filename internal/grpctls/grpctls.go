@@ -5,6 +5,7 @@
 package grpctls
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -62,7 +63,11 @@ func New(t config.TLS, refresh time.Duration) (*Credentials, error) {
 	base := &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-			km, err := provider.KeyMaterial(hello.Context())
+			// KeyMaterial waits until the files have been read once; gRPC
+			// may hand the handshake no deadline, so bound the wait here.
+			ctx, cancel := context.WithTimeout(hello.Context(), 10*time.Second)
+			defer cancel()
+			km, err := provider.KeyMaterial(ctx)
 			if err != nil {
 				return nil, fmt.Errorf("tls key material: %w", err)
 			}
