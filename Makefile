@@ -9,6 +9,9 @@ export PATH := $(BIN):$(PATH)
 # Pinned tools (tools/go.mod) are built into bin/ on first use: the code
 # generators, staticcheck, and grpcurl for the README examples.
 TOOLS := $(BIN)/sqlc $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/grpcurl $(BIN)/staticcheck
+# helm and actionlint have a module of their own (tools/deploy/go.mod), so
+# that Kubernetes' dependencies do not move the versions of the tools above.
+DEPLOY_TOOLS := $(BIN)/helm $(BIN)/actionlint
 GO_TEST_FLAGS ?= -race -shuffle=on -count=1 -timeout=15m
 
 # With no database given, run, test and bench start a throwaway PostgreSQL
@@ -18,10 +21,10 @@ WITHPG := $(if $(or $(TEST_DATABASE_URL),$(DATABASE_URL)),,$(BIN)/withpg --)
 
 .PHONY: help
 help: ## List the targets.
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: tools
-tools: $(TOOLS) ## Build the pinned code generators into bin/.
+tools: $(TOOLS) $(DEPLOY_TOOLS) ## Build the pinned tools into bin/.
 $(TOOLS) &: tools/go.mod tools/go.sum
 	cd tools && go build -o $(BIN)/ tool
 
@@ -72,3 +75,49 @@ migrate: build ## Apply pending migrations to DATABASE_URL (make migrate ACTION=
 .PHONY: clean
 clean: ## Remove bin/.
 	rm -rf $(BIN)
+
+# helm's release builds stamp its version and the Kubernetes version that
+# helm template and helm lint assume; a plain go build would assume 1.20.
+$(BIN)/helm: tools/deploy/go.mod tools/deploy/go.sum
+	cd tools/deploy && \
+	  helm=$$(go list -m -f '{{.Version}}' helm.sh/helm/v3) && \
+	  k8s=$$(go list -m -f '{{.Version}}' k8s.io/client-go | cut -d. -f2) && \
+	  go build -o $@ -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$$helm \
+	    -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$$k8s \
+	    -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$$k8s" \
+	    helm.sh/helm/v3/cmd/helm
+$(BIN)/actionlint: tools/deploy/go.mod tools/deploy/go.sum
+	cd tools/deploy && go build -o $@ github.com/rhysd/actionlint/cmd/actionlint
+
+# The offline checks of what ships (tools/deploy); they find bin/helm.
+DEPLOY_TEST := cd tools/deploy && HELM=$(BIN)/helm go test -count=1
+
+.PHONY: chart
+chart: $(BIN)/helm ## Check helm/users offline: lint, render, strict decode, Pod Security.
+	$(DEPLOY_TEST) ./kube/ ./chart/
+
+.PHONY: deploy-check
+deploy-check: $(TOOLS) $(DEPLOY_TOOLS) ## Check what ships: chart, Dockerfile, DevSpace, workflows, e2e/.
+	cd tools/deploy && go vet ./... && staticcheck ./...
+	@cd tools/deploy && go mod tidy -diff || { echo "tools/deploy/go.mod is not tidy: run 'go mod tidy' there"; exit 1; }
+	@test -z "$$(gofmt -l tools/deploy e2e)" || { gofmt -l tools/deploy e2e; echo "run gofmt -w"; exit 1; }
+	go vet -tags e2e ./e2e/
+	staticcheck -tags e2e ./e2e/
+	$(DEPLOY_TEST) ./...
+	actionlint
+
+.PHONY: e2e
+e2e: build ## Run e2e/ against USERS_ADDRESS, or against this tree served locally.
+	bash scripts/e2e.sh
+
+# VERSION is the release tag, v1.2.3: the image and the chart drop the v.
+.PHONY: image
+image: ## Build and push the multi-arch image (make image VERSION=v1.2.3 [IMAGE=...]); needs Docker buildx.
+	@test -n "$(VERSION)" || { echo "VERSION is required, e.g. make image VERSION=v1.2.3"; exit 2; }
+	docker buildx build --platform linux/amd64,linux/arm64 --build-arg VERSION=$(VERSION) \
+	  -t $(or $(IMAGE),ghcr.io/agynio/users):$(patsubst v%,%,$(VERSION)) --push .
+
+.PHONY: chart-package
+chart-package: $(BIN)/helm ## Package the chart into dist/ (make chart-package VERSION=v1.2.3).
+	@test -n "$(VERSION)" || { echo "VERSION is required, e.g. make chart-package VERSION=v1.2.3"; exit 2; }
+	helm package helm/users --version $(patsubst v%,%,$(VERSION)) --app-version $(patsubst v%,%,$(VERSION)) --destination dist
