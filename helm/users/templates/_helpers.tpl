@@ -1,0 +1,134 @@
+{{/* Names and labels, the usual Helm way. */}}
+{{- define "users.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "users.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "users.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "users.labels" -}}
+helm.sh/chart: {{ include "users.chart" . }}
+app.kubernetes.io/name: {{ include "users.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ include "users.imageTag" . | trunc 63 | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+The serving pods. The component is part of the selector so that the
+Service, the PodDisruptionBudget and the NetworkPolicy never pick up the
+migration Job's pod.
+*/}}
+{{- define "users.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "users.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: server
+{{- end }}
+
+{{- define "users.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "users.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "users.imageTag" -}}
+{{- default .Chart.AppVersion .Values.image.tag }}
+{{- end }}
+
+{{- define "users.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (include "users.imageTag" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The DATABASE_URL entry: database.url if set, else nothing when env has
+one (env is appended after it), else the existing Secret.
+*/}}
+{{- define "users.databaseEnv" -}}
+{{- if .Values.database.url }}
+- name: DATABASE_URL
+  value: {{ .Values.database.url | quote }}
+{{- else if not (include "users.envHasDatabaseURL" .) }}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.database.existingSecret.name }}
+      key: {{ .Values.database.existingSecret.key }}
+{{- end }}
+{{- end }}
+
+{{- define "users.envHasDatabaseURL" -}}
+{{- range .Values.env }}{{ if eq .name "DATABASE_URL" }}true{{ end }}{{ end }}
+{{- end }}
+
+{{/* The DATABASE_URL entry for the migration Job: its own Secret if given. */}}
+{{- define "users.migrationsDatabaseEnv" -}}
+{{- if .Values.migrations.existingSecret.name }}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.migrations.existingSecret.name }}
+      key: {{ .Values.migrations.existingSecret.key }}
+{{- else }}
+{{- include "users.databaseEnv" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+users.validate fails the render on combinations values.schema.json cannot
+express. Every template that needs them includes it; it renders nothing.
+*/}}
+{{- define "users.validate" -}}
+{{- $fromEnv := list }}
+{{- range .Values.env }}
+{{- $fromEnv = append $fromEnv .name }}
+{{- end }}
+{{- range list "GRPC_ADDRESS" "ADMIN_ADDRESS" "SHUTDOWN_TIMEOUT" "GRPC_TLS_CERT_FILE" "GRPC_TLS_KEY_FILE" "GRPC_TLS_CLIENT_CA_FILE" }}
+{{- if has . $fromEnv }}
+{{- fail (printf "env sets %s, which the chart sets itself: use containerPorts, shutdownTimeoutSeconds or tls instead" .) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.database.url (include "users.envHasDatabaseURL" .) }}
+{{- fail "DATABASE_URL is set twice: by database.url and by an env entry; keep one" }}
+{{- end }}
+{{- if not (or .Values.database.url (include "users.envHasDatabaseURL" .) .Values.database.existingSecret.name) }}
+{{- fail "DATABASE_URL is not set: give database.existingSecret.name (a Secret with the PostgreSQL URL) or, for development, database.url" }}
+{{- end }}
+{{- $drain := add .Values.shutdownTimeoutSeconds .Values.lifecycle.preStopSleepSeconds }}
+{{- if le (int .Values.terminationGracePeriodSeconds) (int $drain) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be greater than shutdownTimeoutSeconds plus lifecycle.preStopSleepSeconds (%d), or the kubelet kills the pod before it has drained" (int .Values.terminationGracePeriodSeconds) (int $drain)) }}
+{{- end }}
+{{- if .Values.tls.enabled }}
+{{- if not .Values.tls.secretName }}
+{{- fail "tls.enabled needs tls.secretName: a kubernetes.io/tls Secret (tls.crt, tls.key, and ca.crt for tls.clientAuth)" }}
+{{- end }}
+{{- if eq .Values.probes.via "grpc" }}
+{{- fail "tls.enabled needs probes.via=http: the kubelet's gRPC probes cannot speak TLS, so they would fail and restart every pod" }}
+{{- end }}
+{{- end }}
+{{- if and .Values.tls.clientAuth (not .Values.tls.enabled) }}
+{{- fail "tls.clientAuth needs tls.enabled" }}
+{{- end }}
+{{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
+{{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,119 @@
+package chart
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestRefusals: values that are wrong must fail at helm template (and so
+// at install, and in Argo CD's render), with a message that says what to
+// change, rather than render something that breaks in the cluster.
+func TestRefusals(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{
+			name:    "a misspelt top-level key (values.schema.json)",
+			args:    []string{"--set", "replicaCont=3"},
+			wantErr: "additional properties 'replicaCont' not allowed",
+		},
+		{
+			name:    "a misspelt nested key",
+			args:    []string{"--set", "image.tagg=1.2.3"},
+			wantErr: "additional properties 'tagg' not allowed",
+		},
+		{
+			name:    "a misspelt key in a values file",
+			args:    []string{"-f", "ci/everything-values.yaml", "--set", "serviceMonitor.intervall=10s"},
+			wantErr: "additional properties 'intervall' not allowed",
+		},
+		{
+			name:    "a value of the wrong type",
+			args:    []string{"--set-string", "replicaCount=two"},
+			wantErr: "replicaCount",
+		},
+		{
+			name:    "an unknown probe mechanism",
+			args:    []string{"--set", "probes.via=tcp"},
+			wantErr: "value must be one of 'grpc', 'http'",
+		},
+		{
+			name:    "a grace period no longer than the drain",
+			args:    []string{"--set", "terminationGracePeriodSeconds=20"},
+			wantErr: "terminationGracePeriodSeconds (20) must be greater than shutdownTimeoutSeconds plus lifecycle.preStopSleepSeconds (20)",
+		},
+		{
+			name:    "a grace period that forgets the preStop sleep",
+			args:    []string{"--set", "lifecycle.preStopSleepSeconds=10"},
+			wantErr: "must be greater than shutdownTimeoutSeconds plus lifecycle.preStopSleepSeconds (30)",
+		},
+		{
+			name:    "TLS with the kubelet's gRPC probes, which cannot speak it",
+			args:    []string{"--set", "tls.enabled=true,tls.secretName=users-tls"},
+			wantErr: "tls.enabled needs probes.via=http",
+		},
+		{
+			name:    "TLS without a Secret",
+			args:    []string{"--set", "tls.enabled=true,probes.via=http"},
+			wantErr: "tls.enabled needs tls.secretName",
+		},
+		{
+			name:    "no DATABASE_URL at all",
+			args:    []string{"--set", "database.existingSecret.name="},
+			wantErr: "DATABASE_URL is not set",
+		},
+		{
+			name:    "DATABASE_URL twice",
+			args:    []string{"--set", "database.url=postgresql://a@b/c,env[0].name=DATABASE_URL,env[0].value=postgresql://d@e/f"},
+			wantErr: "DATABASE_URL is set twice",
+		},
+		{
+			name:    "env setting what the chart sets",
+			args:    []string{"--set", "env[0].name=SHUTDOWN_TIMEOUT,env[0].value=5s"},
+			wantErr: "env sets SHUTDOWN_TIMEOUT, which the chart sets itself",
+		},
+		{
+			name:    "an HPA whose minimum exceeds its maximum",
+			args:    []string{"--set", "autoscaling.enabled=true,autoscaling.minReplicas=5,autoscaling.maxReplicas=3"},
+			wantErr: "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+		},
+		{
+			name:    "an image digest that is not one",
+			args:    []string{"--set", "image.digest=latest"},
+			wantErr: "/image/digest",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := render(t, tc.args...)
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("helm template %v: error %v, want one containing %q", tc.args, err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// TestAccepted: the other ways the values are meant to be used render.
+func TestAccepted(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{name: "DATABASE_URL as a plain value, for development", args: []string{"--set", "database.url=postgresql://users:dev@users-db:5432/users"}},
+		{name: "DATABASE_URL in env, as the platform's other charts take it", args: []string{"--set", "env[0].name=DATABASE_URL,env[0].value=postgresql://users:x@users-db:5432/users"}},
+		{name: "no migrations", args: []string{"--set", "migrations.enabled=false"}},
+		{name: "an existing ServiceAccount", args: []string{"--set", "serviceAccount.create=false,serviceAccount.name=users"}},
+		{name: "HTTP probes without TLS", args: []string{"--set", "probes.via=http"}},
+		{name: "a PDB by percentage", args: []string{"--set", "podDisruptionBudget.maxUnavailable=50%"}},
+		{name: "as a subchart, with global values", args: []string{"--set", "global.imageRegistry=example.com"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_ = decode(t, tc.args...)
+		})
+	}
+}
