@@ -18,7 +18,8 @@ const Image = "postgres"
 const ImageTag = "15-alpine"
 
 // StartDocker runs PostgreSQL in a container, removed again on Close.
-func StartDocker(ctx context.Context) (*Server, error) {
+// settings are as for Start.
+func StartDocker(ctx context.Context, settings ...string) (*Server, error) {
 	pool, err := dockertest.NewPool("")
 	if err != nil {
 		return nil, err
@@ -39,7 +40,7 @@ func StartDocker(ctx context.Context) (*Server, error) {
 		Repository: Image,
 		Tag:        ImageTag,
 		Env:        []string{"POSTGRES_HOST_AUTH_METHOD=trust"},
-		Cmd:        []string{"postgres", "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=300"},
+		Cmd:        append([]string{"postgres"}, serverArgs(settings)...),
 		Labels:     map[string]string{"org.agynio.users.pgtest": "true"},
 	}, func(hc *docker.HostConfig) {
 		hc.AutoRemove = true

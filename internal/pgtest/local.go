@@ -17,19 +17,20 @@ import (
 )
 
 // StartLocal runs initdb and postgres from the local server binaries in a
-// fresh temporary directory, listening on a free loopback port.
-func StartLocal(ctx context.Context) (*Server, error) {
-	return startLocal(ctx, false)
+// fresh temporary directory, listening on a free loopback port. settings
+// are as for Start.
+func StartLocal(ctx context.Context, settings ...string) (*Server, error) {
+	return startLocal(ctx, false, settings)
 }
 
 // StartLocalTLS is StartLocal for a server that takes TCP connections over
 // TLS only, with a self-signed certificate: for testing clients' TLS paths.
 // Its URL says sslmode=require.
 func StartLocalTLS(ctx context.Context) (*Server, error) {
-	return startLocal(ctx, true)
+	return startLocal(ctx, true, nil)
 }
 
-func startLocal(ctx context.Context, withTLS bool) (*Server, error) {
+func startLocal(ctx context.Context, withTLS bool, settings []string) (*Server, error) {
 	bindir, err := FindBinaries()
 	if err != nil {
 		return nil, err
@@ -73,7 +74,7 @@ func startLocal(ctx context.Context, withTLS bool) (*Server, error) {
 	// server's bind: try a few.
 	var lastErr error
 	for range 3 {
-		srv, err := startPostgres(ctx, bindir, dir, data, cred, withTLS)
+		srv, err := startPostgres(ctx, bindir, dir, data, cred, withTLS, settings)
 		if err == nil {
 			return srv, nil
 		}
@@ -83,7 +84,7 @@ func startLocal(ctx context.Context, withTLS bool) (*Server, error) {
 	return nil, lastErr
 }
 
-func startPostgres(ctx context.Context, bindir, dir, data string, cred *syscall.Credential, withTLS bool) (*Server, error) {
+func startPostgres(ctx context.Context, bindir, dir, data string, cred *syscall.Credential, withTLS bool, settings []string) (*Server, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -96,15 +97,12 @@ func startPostgres(ctx context.Context, bindir, dir, data string, cred *syscall.
 	defer logFile.Close()
 
 	// Not CommandContext: the server must outlive the start-up context.
-	cmd := exec.Command(filepath.Join(bindir, "postgres"),
+	cmd := exec.Command(filepath.Join(bindir, "postgres"), append([]string{
 		"-D", data,
 		"-p", strconv.Itoa(port),
 		"-k", dir, // Unix socket in our directory, not the system's
 		"-c", "listen_addresses=127.0.0.1",
-		"-c", "max_connections=300",
-		// Throwaway data: durability buys nothing and costs time.
-		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-	)
+	}, serverArgs(settings)...)...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Credential: cred,

@@ -39,30 +39,46 @@ func (s *Server) Describe() string { return s.Backend + ", " + s.Where }
 func (s *Server) Close() error { return s.stop() }
 
 // Start starts a server with the backend chosen by PGTEST_BACKEND, or the
-// first that works. Progress notes go to log.
-func Start(ctx context.Context, log io.Writer) (*Server, error) {
+// first that works. Progress notes go to log. Each of settings is a server
+// setting as name=value, applied after (so in place of) pgtest's own
+// defaults: for a caller that needs the server sized or made durable.
+func Start(ctx context.Context, log io.Writer, settings ...string) (*Server, error) {
 	switch b := os.Getenv(BackendEnv); b {
 	case "docker":
-		return StartDocker(ctx)
+		return StartDocker(ctx, settings...)
 	case "local":
-		return StartLocal(ctx)
+		return StartLocal(ctx, settings...)
 	case "":
 	default:
 		return nil, fmt.Errorf("%s=%q: want docker, local or empty", BackendEnv, b)
 	}
 
-	srv, dockerErr := StartDocker(ctx)
+	srv, dockerErr := StartDocker(ctx, settings...)
 	if dockerErr == nil {
 		return srv, nil
 	}
 	fmt.Fprintf(log, "pgtest: no Docker engine (%v); using local PostgreSQL binaries\n", dockerErr)
-	srv, localErr := StartLocal(ctx)
+	srv, localErr := StartLocal(ctx, settings...)
 	if localErr == nil {
 		return srv, nil
 	}
 	return nil, fmt.Errorf("no PostgreSQL for tests: set TEST_DATABASE_URL, start a Docker engine, "+
 		"or install the PostgreSQL server binaries (Debian: apt-get install postgresql): %w",
 		errors.Join(dockerErr, localErr))
+}
+
+// serverArgs returns postgres command-line arguments: pgtest's defaults,
+// then settings. postgres applies -c options in order, so a later one wins.
+func serverArgs(settings []string) []string {
+	args := []string{
+		"-c", "max_connections=300",
+		// Throwaway data: durability buys nothing and costs time.
+		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+	}
+	for _, s := range settings {
+		args = append(args, "-c", s)
+	}
+	return args
 }
 
 // waitReady polls until url accepts connections, done reports the server
