@@ -58,9 +58,18 @@ build: ## Build bin/users and bin/withpg.
 test: build ## Run all tests against a real PostgreSQL (throwaway unless TEST_DATABASE_URL/DATABASE_URL is set).
 	$(WITHPG) go test $(GO_TEST_FLAGS) ./...
 
-BENCH_FLAGS ?= -benchtime=1s -count=6
+# make bench measures the service beside pgbench running the same statements
+# (scripts/bench), on a throwaway PostgreSQL unless DATABASE_URL names a server:
+# N users (default 1000000), DURATION per workload, CONCURRENCY, JSON file.
+BENCH_ARGS = $(if $(N),-n $(N)) $(if $(DURATION),-duration $(DURATION)) \
+  $(if $(CONCURRENCY),-concurrency $(CONCURRENCY)) $(if $(JSON),-json $(JSON))
 .PHONY: bench
-bench: build ## Run the benchmarks against a real PostgreSQL (BENCH_FLAGS to tune).
+bench: ## Measure the service beside pgbench (N, DURATION, CONCURRENCY, JSON to tune).
+	go run ./scripts/bench $(BENCH_ARGS)
+
+BENCH_FLAGS ?= -benchtime=1s -count=6
+.PHONY: gobench
+gobench: build ## Run the Go benchmarks against a real PostgreSQL (BENCH_FLAGS to tune).
 	$(WITHPG) go test -run '^$$' -bench . -benchmem $(BENCH_FLAGS) ./...
 
 .PHONY: run

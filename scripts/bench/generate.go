@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
+)
+
+const (
+	// callsPerConn is how many in-flight calls share one HTTP/2
+	// connection: more connections, so that no single connection's
+	// framing (one reader, one writer goroutine) limits the rate.
+	callsPerConn = 8
+	// maxCallsPerWorker bounds each worker's loop in count as well as
+	// in time.
+	maxCallsPerWorker = 10_000_000
+	// callGrace is how long a call may outlast the run before it is
+	// cancelled.
+	callGrace = 10 * time.Second
+)
+
+// rawCodec sends requests encoded ahead (a *mem.BufferSlice) as they are
+// and leaves responses undecoded: the status alone says whether a call
+// worked, and decoding would be the load generator's cost, not the
+// service's.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) { return *v.(*mem.BufferSlice), nil }
+func (rawCodec) Unmarshal(mem.BufferSlice, any) error   { return nil }
+func (rawCodec) Name() string                           { return "proto" }
+
+// workerStats is what one worker counts; merged when the run ends.
+type workerStats struct {
+	hist       histogram
+	calls      int64
+	errors     map[string]int64
+	firstError string
+	countBound bool
+}
+
+func generateLoad(spec loadSpec) (loadResult, error) {
+	w, ok := workloadByName(spec.Workload)
+	if !ok {
+		return loadResult{}, fmt.Errorf("unknown workload %q", spec.Workload)
+	}
+	src, err := w.requests(spec.Users, rand.New(rand.NewPCG(spec.Seed, 0)))
+	if err != nil {
+		return loadResult{}, err
+	}
+	conns, err := dial(spec.Addr, (spec.Concurrency+callsPerConn-1)/callsPerConn)
+	for _, cc := range conns {
+		defer cc.Close()
+	}
+	if err != nil {
+		return loadResult{}, err
+	}
+	runtime.GC() // the pool's garbage, now rather than during the run
+
+	start := time.Now()
+	from := start.Add(spec.Warmup)
+	until := from.Add(spec.Duration)
+	ctx, cancel := context.WithDeadline(context.Background(), until.Add(callGrace))
+	defer cancel()
+
+	stats := make([]workerStats, spec.Concurrency)
+	var wg sync.WaitGroup
+	for i := range spec.Concurrency {
+		wg.Go(func() {
+			st := &stats[i]
+			st.errors = map[string]int64{}
+			wk := &worker{rng: rand.New(rand.NewPCG(spec.Seed, uint64(i)+1))}
+			var sink struct{}
+			cc := conns[i/callsPerConn]
+			for wk.calls < maxCallsPerWorker {
+				req := src.next(wk)
+				t0 := time.Now()
+				if !t0.Before(until) {
+					return
+				}
+				err := cc.Invoke(ctx, w.method, req, &sink)
+				t1 := time.Now()
+				wk.calls++
+				if err != nil {
+					code := status.Code(err).String()
+					if st.firstError == "" {
+						st.firstError = err.Error()
+					}
+					st.errors[code]++
+					continue
+				}
+				if t1.After(from) && !t1.After(until) {
+					st.hist.record(t1.Sub(t0))
+					st.calls++
+				}
+			}
+			st.countBound = true
+		})
+	}
+
+	// The measured window: CPU times at its two ends.
+	time.Sleep(time.Until(from))
+	before, err := readCPUTimes(spec)
+	if err != nil {
+		return loadResult{}, err
+	}
+	time.Sleep(time.Until(until))
+	after, err := readCPUTimes(spec)
+	if err != nil {
+		return loadResult{}, err
+	}
+	wg.Wait()
+
+	res := loadResult{
+		Window:     spec.Duration,
+		LoadgenCPU: after.loadgen - before.loadgen,
+		ServiceCPU: after.service - before.service,
+		Postgres:   after.postgres - before.postgres,
+		Machine:    after.machine.sub(before.machine),
+		Errors:     map[string]int64{},
+	}
+	var all histogram
+	for i := range stats {
+		st := &stats[i]
+		all.merge(&st.hist)
+		res.Calls += st.calls
+		for code, n := range st.errors {
+			res.Errors[code] += n
+		}
+		if res.FirstError == "" {
+			res.FirstError = st.firstError
+		}
+		res.CountBound = res.CountBound || st.countBound
+	}
+	res.P50, res.P99 = all.quantile(0.50), all.quantile(0.99)
+	return res, nil
+}
+
+func readCPUTimes(spec loadSpec) (windowCPU, error) {
+	var c windowCPU
+	var err error
+	c.loadgen = selfCPU()
+	if c.service, err = processCPU(spec.ServicePID); err != nil {
+		return c, fmt.Errorf("service CPU: %w", err)
+	}
+	if spec.Postmaster != 0 {
+		if c.postgres, _, err = postgresCPU(spec.Postmaster); err != nil {
+			return c, fmt.Errorf("PostgreSQL CPU: %w", err)
+		}
+	}
+	if c.machine, err = machineCPU(); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// dial opens n connections to addr and waits until each is ready.
+func dial(addr string, n int) ([]*grpc.ClientConn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var conns []*grpc.ClientConn
+	for range n {
+		cc, err := grpc.NewClient("passthrough:///"+addr,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawCodec{})))
+		if err != nil {
+			return conns, err
+		}
+		conns = append(conns, cc)
+		cc.Connect()
+		for s := cc.GetState(); s != connectivity.Ready; s = cc.GetState() {
+			if !cc.WaitForStateChange(ctx, s) {
+				return conns, fmt.Errorf("connect to %s: %v", addr, s)
+			}
+		}
+	}
+	return conns, nil
+}

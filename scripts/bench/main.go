@@ -1,0 +1,202 @@
+// Command bench measures the users service beside the database's own
+// limit, in one run on one machine:
+//
+//	go run ./scripts/bench [-n users] [-duration 10s] [-concurrency 32] [-json file]
+//
+// It starts a throwaway PostgreSQL (as make run does; DATABASE_URL names a
+// server to use instead, on which it creates and drops a database of its
+// own), seeds it with n users in SQL, builds and starts the service, and
+// then, for each workload, drives the service with a lean gRPC load
+// generator and the same statement with pgbench, at the same concurrency
+// and over the same keys. It prints one table, and writes the figures as
+// JSON with -json. Any failed call fails the run.
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// maxConcurrency bounds -concurrency: pgbench's per-client numbers for
+// first logins are spaced this far apart (workloads.go).
+const maxConcurrency = 1024
+
+type config struct {
+	users       int64
+	duration    time.Duration
+	warmup      time.Duration
+	concurrency int
+	jsonPath    string
+	serviceDB   string // extra DATABASE_URL settings for the service
+	serviceBin  string // a users binary to run instead of building one
+	run         *regexp.Regexp
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == loadgenArg {
+		os.Exit(loadgenMain())
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string) (config, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	defaultUsers, err := strconv.ParseInt(cmp.Or(os.Getenv("N"), "1000000"), 10, 64)
+	if err != nil {
+		return config{}, fmt.Errorf("environment variable N=%q: %w", os.Getenv("N"), err)
+	}
+	var c config
+	var runPattern string
+	fs.Int64Var(&c.users, "n", defaultUsers, "users to seed ($N if set)")
+	fs.DurationVar(&c.duration, "duration", 10*time.Second, "measured time per workload, for the service and for pgbench each (whole seconds)")
+	fs.DurationVar(&c.warmup, "warmup", time.Second, "load on the service before its measured time")
+	fs.IntVar(&c.concurrency, "concurrency", 32, "calls in flight (service) and clients (pgbench)")
+	fs.StringVar(&c.jsonPath, "json", "", "also write the figures as JSON to this file")
+	fs.StringVar(&c.serviceDB, "service-db-params", "", "settings added to the service's DATABASE_URL, e.g. pool_max_conns=32")
+	fs.StringVar(&c.serviceBin, "service-bin", "", "run this users binary instead of building ./cmd/users (to compare builds)")
+	fs.StringVar(&runPattern, "run", "", "run only the workloads whose names match this regular expression")
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return config{}, fmt.Errorf("unexpected arguments %q", fs.Args())
+	case c.users < batchSize:
+		return config{}, fmt.Errorf("-n %d: want at least %d users", c.users, batchSize)
+	case c.duration < time.Second || c.duration%time.Second != 0:
+		return config{}, fmt.Errorf("-duration %s: want whole seconds (pgbench counts in seconds)", c.duration)
+	case c.warmup < 0:
+		return config{}, fmt.Errorf("-warmup %s: want zero or more", c.warmup)
+	case c.concurrency < 1 || c.concurrency > maxConcurrency:
+		return config{}, fmt.Errorf("-concurrency %d: want 1..%d", c.concurrency, maxConcurrency)
+	}
+	if c.run, err = regexp.Compile(runPattern); err != nil {
+		return config{}, fmt.Errorf("-run: %w", err)
+	}
+	return c, nil
+}
+
+func run(ctx context.Context, args []string) error {
+	begin := time.Now()
+	cfg, err := parseFlags(args)
+	if err != nil {
+		return err
+	}
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return err
+	}
+	pgbench, err := findPgbench()
+	if err != nil {
+		return err
+	}
+	statements, err := queries(filepath.Join(root, "sql", "queries", "users.sql"))
+	if err != nil {
+		return err
+	}
+	bin := cfg.serviceBin
+	if bin == "" {
+		if bin, err = buildService(ctx, root); err != nil {
+			return err
+		}
+	}
+	tmp, err := os.MkdirTemp("", "users-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+
+	// Database: started, migrated and seeded.
+	logf("bench: starting PostgreSQL")
+	db, err := openDatabase(ctx, os.Getenv("DATABASE_URL"), cfg.users, os.Stderr)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	logf("bench: seeding %d users", cfg.users)
+	seedStart := time.Now()
+	if err := seed(ctx, db.URL, cfg.users); err != nil {
+		return err
+	}
+	seedTime := time.Since(seedStart)
+	logf("bench: seeded in %s", seedTime.Round(100*time.Millisecond))
+
+	// Service.
+	serviceURL, err := withQuery(db.URL, cfg.serviceDB)
+	if err != nil {
+		return err
+	}
+	svc, err := startService(ctx, bin, serviceURL, tmp)
+	if err != nil {
+		return err
+	}
+	defer svc.Stop()
+
+	// Workloads.
+	rep := newReport(cfg, db, pgbench, seedTime)
+	for _, w := range workloads {
+		if !cfg.run.MatchString(w.name) {
+			continue
+		}
+		sql, ok := statements[w.query]
+		if !ok {
+			return fmt.Errorf("sql/queries/users.sql has no query %s", w.query)
+		}
+		logf("bench: %s: service", w.name)
+		r, err := measureService(ctx, svc, db.Postmaster, w, cfg)
+		if err != nil {
+			return fmt.Errorf("%s: %w", w.name, err)
+		}
+		logf("bench: %s: pgbench", w.name)
+		if err := measurePgbench(ctx, pgbench, db.URL, db.Postmaster, sql, w, cfg, &r); err != nil {
+			return fmt.Errorf("%s: %w", w.name, err)
+		}
+		rep.add(r)
+	}
+	rep.TotalSeconds = time.Since(begin).Seconds()
+
+	rep.print(os.Stdout)
+	if cfg.jsonPath != "" {
+		if err := rep.writeJSON(cfg.jsonPath); err != nil {
+			return err
+		}
+	}
+	return rep.failures()
+}
+
+// moduleRoot is the directory of the module this program belongs to,
+// where ./cmd/users and sql/ are.
+func moduleRoot(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}").Output()
+	if err != nil {
+		return "", fmt.Errorf("go list -m: %w", err)
+	}
+	dir := strings.TrimSpace(string(out))
+	if _, err := os.Stat(filepath.Join(dir, "cmd", "users")); err != nil {
+		return "", errors.New("run the bench from the users module")
+	}
+	return dir, nil
+}
+
+// logf notes progress on stderr; the table goes to stdout.
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, format+"\n", args...)
+}

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// service is the users binary, running as a process of its own, as it
+// runs in production, so that its CPU and memory are its own.
+type service struct {
+	Addr      string // gRPC, on loopback
+	AdminAddr string // metrics, on loopback
+	cmd       *exec.Cmd
+	logPath   string
+	exited    chan struct{}
+}
+
+func (s *service) PID() int { return s.cmd.Process.Pid }
+
+// buildService builds the users binary into root/bin, as make build does.
+func buildService(ctx context.Context, root string) (string, error) {
+	bin := filepath.Join(root, "bin", "users")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/users")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/users: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// startService runs bin serve against dbURL on free loopback ports and
+// waits until its health check says SERVING. Its log goes to a file in
+// logDir, shown if it fails.
+func startService(ctx context.Context, bin, dbURL, logDir string) (*service, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	adminAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	logFile, err := os.Create(filepath.Join(logDir, "users.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close()
+
+	cmd := exec.Command(bin, "serve")
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "GRPC_ADDRESS="+addr, "ADMIN_ADDRESS="+adminAddr)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// If the bench dies, the service does not linger.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	s := &service{Addr: addr, AdminAddr: adminAddr, cmd: cmd, logPath: logFile.Name(), exited: make(chan struct{})}
+	go func() { cmd.Wait(); close(s.exited) }() //nolint:errcheck // the exit is reported through the log
+	if err := s.waitServing(ctx); err != nil {
+		s.Stop()
+		return nil, fmt.Errorf("users serve: %w\n%s", err, s.logTail())
+	}
+	return s, nil
+}
+
+func (s *service) waitServing(ctx context.Context) error {
+	cc, err := grpc.NewClient("passthrough:///"+s.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	client := healthpb.NewHealthClient(cc)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		callCtx, callCancel := context.WithTimeout(ctx, time.Second)
+		resp, err := client.Check(callCtx, &healthpb.HealthCheckRequest{})
+		callCancel()
+		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			return nil
+		}
+		select {
+		case <-s.exited:
+			return errors.New("exited during start-up")
+		case <-ctx.Done():
+			return fmt.Errorf("not SERVING after 30s (last: %v %v)", resp.GetStatus(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Stop asks the service to shut down and waits for it, killing it if it
+// does not exit in time.
+func (s *service) Stop() {
+	s.cmd.Process.Signal(syscall.SIGTERM) //nolint:errcheck // it may have exited already
+	select {
+	case <-s.exited:
+	case <-time.After(30 * time.Second):
+		s.cmd.Process.Kill() //nolint:errcheck // last resort
+		<-s.exited
+	}
+}
+
+func (s *service) logTail() string {
+	b, _ := os.ReadFile(s.logPath)
+	return lastLines(string(b), 20)
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
