@@ -39,8 +39,12 @@ var _ DBTX = (*Bounded)(nil)
 // done releases both.
 func (b *Bounded) acquire(ctx context.Context) (_ *pgxpool.Conn, _ context.Context, done func(), err error) {
 	ctx, cancel := context.WithTimeout(ctx, b.queryTimeout)
-	acquireCtx, cancelAcquire := context.WithTimeout(ctx, b.acquireTimeout)
-	defer cancelAcquire()
+	acquireCtx := ctx
+	if b.acquireTimeout < b.queryTimeout { // else the query timeout bounds it
+		var cancelAcquire context.CancelFunc
+		acquireCtx, cancelAcquire = context.WithTimeout(ctx, b.acquireTimeout)
+		defer cancelAcquire()
+	}
 	conn, err := b.pool.Acquire(acquireCtx)
 	if err != nil {
 		cancel()
