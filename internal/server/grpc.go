@@ -4,13 +4,10 @@ import (
 	"context"
 	"log/slog"
 	"runtime/debug"
-	"strings"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
-	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -95,7 +92,7 @@ func NewGRPCServer(s *Server, log *slog.Logger, opts ...Option) (*grpc.Server, *
 		log.ErrorContext(ctx, "panic", "method", method, "panic", p, "stack", string(debug.Stack()))
 		return status.Error(codes.Internal, "internal error")
 	})
-	callLog := callLogger(log)
+	calls := callLog{log}
 	unary := []grpc.UnaryServerInterceptor{recovery.UnaryServerInterceptor(recovered)}
 	stream := []grpc.StreamServerInterceptor{recovery.StreamServerInterceptor(recovered)}
 	if o.metrics != nil {
@@ -103,12 +100,12 @@ func NewGRPCServer(s *Server, log *slog.Logger, opts ...Option) (*grpc.Server, *
 		stream = append(stream, o.metrics.StreamServerInterceptor())
 	}
 	unary = append(unary,
-		logging.UnaryServerInterceptor(callLog, logOptions...),
+		calls.unary,
 		recovery.UnaryServerInterceptor(recovered),
 		rejectInvalidRequests,
 	)
 	stream = append(stream,
-		logging.StreamServerInterceptor(callLog, logOptions...),
+		calls.stream,
 		recovery.StreamServerInterceptor(recovered),
 		healthSrv.endWatchesOnShutdown,
 	)
@@ -136,28 +133,4 @@ func NewGRPCServer(s *Server, log *slog.Logger, opts ...Option) (*grpc.Server, *
 		o.metrics.InitializeMetrics(srv) // every method shows, at zero, from the start
 	}
 	return srv, healthSrv
-}
-
-// logOptions make one line per call, when it finishes: method, code,
-// duration (grpc.time_ms), peer, and the trace id when tracing is on.
-// Never a payload: requests hold names, emails and OIDC subjects.
-var logOptions = []logging.Option{
-	logging.WithLogOnEvents(logging.FinishCall),
-	logging.WithFieldsFromContext(func(ctx context.Context) logging.Fields {
-		if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
-			return logging.Fields{"trace_id", sc.TraceID().String()}
-		}
-		return nil
-	}),
-}
-
-// callLogger writes the per-call lines to log. Health checks, which
-// probes make every few seconds, are logged at debug level only.
-func callLogger(log *slog.Logger) logging.Logger {
-	return logging.LoggerFunc(func(ctx context.Context, level logging.Level, msg string, fields ...any) {
-		if method, _ := grpc.Method(ctx); level == logging.LevelInfo && strings.HasPrefix(method, "/grpc.health.v1.Health/") {
-			level = logging.LevelDebug
-		}
-		log.Log(ctx, slog.Level(level), msg, fields...)
-	})
 }

@@ -1,0 +1,70 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// callLog writes one line per call, when it finishes: service, method,
+// code, duration in milliseconds, peer, the status message of a failed
+// call, and the trace id when tracing is on. Never a payload: requests
+// hold names, emails and OIDC subjects.
+//
+// It is a few lines rather than go-grpc-middleware's logging interceptor,
+// which builds its fields with fmt and interface slices on every call:
+// on the login path that was a sixth of the service's CPU.
+type callLog struct{ log *slog.Logger }
+
+func (l callLog) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	resp, err := handler(ctx, req)
+	l.finished(ctx, info.FullMethod, start, err)
+	return resp, err
+}
+
+func (l callLog) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	start := time.Now()
+	err := handler(srv, ss)
+	l.finished(ss.Context(), info.FullMethod, start, err)
+	return err
+}
+
+func (l callLog) finished(ctx context.Context, fullMethod string, start time.Time, err error) {
+	st := status.Convert(err)
+	// Codes map to levels as go-grpc-middleware's do: the client's
+	// mistakes at info, the service's trouble at warn and error. Health
+	// checks, which probes make every few seconds, only at debug.
+	level := slog.Level(logging.DefaultServerCodeToLevel(st.Code()))
+	if level == slog.LevelInfo && strings.HasPrefix(fullMethod, "/grpc.health.v1.Health/") {
+		level = slog.LevelDebug
+	}
+	if !l.log.Enabled(ctx, level) {
+		return
+	}
+	service, method, _ := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	attrs := make([]slog.Attr, 0, 8)
+	attrs = append(attrs,
+		slog.String("grpc.service", service),
+		slog.String("grpc.method", method),
+		slog.String("grpc.code", st.Code().String()),
+		slog.Float64("grpc.time_ms", float64(time.Since(start).Microseconds())/1000),
+	)
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		attrs = append(attrs, slog.String("peer.address", p.Addr.String()))
+	}
+	if err != nil {
+		attrs = append(attrs, slog.String("grpc.error", st.Message()))
+	}
+	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+		attrs = append(attrs, slog.String("trace_id", sc.TraceID().String()))
+	}
+	l.log.LogAttrs(ctx, level, "finished call", attrs...)
+}
