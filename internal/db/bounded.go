@@ -47,12 +47,13 @@ func (b *Bounded) acquire(ctx context.Context) (_ *pgxpool.Conn, _ context.Conte
 	}
 	conn, err := b.pool.Acquire(acquireCtx)
 	if err != nil {
-		cancel()
 		// Only the acquire timeout itself is ErrAcquireTimeout; a caller's
-		// deadline or the query timeout stays what it is.
+		// deadline or the query timeout stays what it is. (Ask before
+		// cancel, which would end ctx too.)
 		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("%w (%s)", ErrAcquireTimeout, b.acquireTimeout)
+			err = fmt.Errorf("%w (%s): %w", ErrAcquireTimeout, b.acquireTimeout, err)
 		}
+		cancel()
 		return nil, nil, nil, err
 	}
 	return conn, ctx, func() { conn.Release(); cancel() }, nil

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"strings"
@@ -114,12 +115,22 @@ func TestPoolAcquireTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The driver's error says it was the wait for a connection...
+	var n int
+	err = db.NewBounded(pool, acquireTimeout, time.Minute).QueryRow(t.Context(), "SELECT 1").Scan(&n)
+	if !errors.Is(err, db.ErrAcquireTimeout) {
+		t.Errorf("QueryRow with no free connection: %v, want ErrAcquireTimeout", err)
+	}
+	// ...and the client hears UNAVAILABLE at the acquire timeout.
 	start := time.Now()
 	_, err = e.client.GetUser(t.Context(), &usersv1.GetUserRequest{IdentityId: uuid.NewString()})
 	elapsed := time.Since(start)
 	wantCode(t, err, codes.Unavailable)
 	if elapsed < acquireTimeout || elapsed > 3*time.Second {
 		t.Errorf("answered after %s, want about the acquire timeout (%s)", elapsed, acquireTimeout)
+	}
+	if !strings.Contains(e.logs.String(), db.ErrAcquireTimeout.Error()) {
+		t.Errorf("the log does not name the acquire timeout as the cause:\n%s", e.logs)
 	}
 
 	held.Release()
