@@ -30,6 +30,9 @@ const LivenessService = "liveness"
 type Health struct {
 	*health.Server
 
+	mu           sync.Mutex
+	shuttingDown bool // once set, the database's status is NOT_SERVING for good
+
 	shutdownOnce sync.Once
 	shutdown     context.Context // done once Watch streams are to end
 	endWatches   context.CancelFunc
@@ -44,16 +47,27 @@ func newHealth() *Health {
 }
 
 func (h *Health) set(status healthpb.HealthCheckResponse_ServingStatus) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.shuttingDown {
+		return
+	}
 	h.SetServingStatus("", status)
 	h.SetServingStatus(usersv1.UsersService_ServiceDesc.ServiceName, status)
 }
 
-// Shutdown turns every service NOT_SERVING for good and, once watchers
-// have had watchGrace to hear it, ends their Watch streams: left open,
-// they would hold a graceful stop until its timeout.
+// Shutdown turns the server and UsersService NOT_SERVING for good and,
+// once watchers have had watchGrace to hear it, ends their Watch streams:
+// left open, they would hold a graceful stop until its timeout.
+// LivenessService stays SERVING: the drain is the process working, and a
+// liveness probe failing through it would kill the calls it waits for.
+// (health.Server's own Shutdown would turn every service NOT_SERVING.)
 func (h *Health) Shutdown() {
 	h.shutdownOnce.Do(func() {
-		h.Server.Shutdown()
+		h.set(healthpb.HealthCheckResponse_NOT_SERVING)
+		h.mu.Lock()
+		h.shuttingDown = true
+		h.mu.Unlock()
 		time.AfterFunc(watchGrace, h.endWatches)
 	})
 }

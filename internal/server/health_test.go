@@ -111,3 +111,26 @@ func TestHealthShutdownEndsWatchStreams(t *testing.T) {
 		t.Fatal("the Watch stream is still open 10s after Shutdown")
 	}
 }
+
+// Shutdown is NOT_SERVING for good, whatever the database says after it,
+// while liveness stays SERVING through the drain: a liveness probe that
+// failed then would kill the calls the drain waits for.
+func TestHealthShutdownIsForGoodButLivenessStays(t *testing.T) {
+	t.Parallel()
+	pool := testdb.New(t)
+	e := newEnvOn(t, pool)
+	watch := server.NewDatabaseWatch(pool, e.health, time.Second, slog.New(slog.DiscardHandler))
+	watch.Check(t.Context())
+	waitForStatus(t, e.health, healthpb.HealthCheckResponse_SERVING)
+
+	e.health.Shutdown()
+	watch.Check(t.Context()) // the database still answers
+	waitForStatus(t, e.health, healthpb.HealthCheckResponse_NOT_SERVING)
+	if e.health.Ready() {
+		t.Error("Ready() after Shutdown = true, want false")
+	}
+	resp, err := e.health.Check(t.Context(), &healthpb.HealthCheckRequest{Service: server.LivenessService})
+	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("liveness after Shutdown = %v, %v; want SERVING", resp.GetStatus(), err)
+	}
+}
