@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -23,6 +24,10 @@ type Config struct {
 	// ShutdownTimeout bounds how long in-flight RPCs may drain after
 	// SIGINT/SIGTERM before they are cut off.
 	ShutdownTimeout time.Duration
+	// DrainDelay is how long the server keeps accepting calls after
+	// SIGINT/SIGTERM has turned health NOT_SERVING, before the drain
+	// starts: the time load balancers and endpoints take to stop sending.
+	DrainDelay time.Duration
 	// AdminAddress is the host:port of the admin HTTP listener (/healthz,
 	// /readyz, /metrics), apart from gRPC so that it is never exposed to
 	// the service's clients by accident.
@@ -32,6 +37,9 @@ type Config struct {
 	// DBTimeout bounds every database call, waiting for a connection
 	// included; the caller's deadline wins when it is earlier.
 	DBTimeout time.Duration
+	// DBMaxConns, when not zero, is the size of the service's connection
+	// pool, replacing any pool_max_conns in DatabaseURL.
+	DBMaxConns int32
 	// TLS is the gRPC listener's TLS; the zero value is plaintext.
 	TLS TLS
 	// Tracing is on when an OTLP endpoint is configured; the exporter
@@ -114,6 +122,20 @@ func Load(getenv func(string) string) (Config, error) {
 			return Config{}, &Error{"SHUTDOWN_TIMEOUT", fmt.Sprintf("%q is not a non-negative duration (e.g. 20s)", v)}
 		}
 		cfg.ShutdownTimeout = d
+	}
+	if v := getenv("DRAIN_DELAY"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return Config{}, &Error{"DRAIN_DELAY", fmt.Sprintf("%q is not a non-negative duration (e.g. 5s)", v)}
+		}
+		cfg.DrainDelay = d
+	}
+	if v := getenv("DB_MAX_CONNS"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil || n < 1 {
+			return Config{}, &Error{"DB_MAX_CONNS", fmt.Sprintf("%q is not a positive whole number (e.g. 16)", v)}
+		}
+		cfg.DBMaxConns = int32(n)
 	}
 	if v := getenv("DB_TIMEOUT"); v != "" {
 		d, err := time.ParseDuration(v)

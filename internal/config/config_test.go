@@ -53,10 +53,13 @@ func TestLoad(t *testing.T) {
 				"ADMIN_ADDRESS":    "127.0.0.1:9090",
 				"LOG_LEVEL":        "DEBUG",
 				"DB_TIMEOUT":       "750ms",
+				"DRAIN_DELAY":      "3s",
+				"DB_MAX_CONNS":     "12",
 			},
 			want: defaults(databaseURL, func(c *config.Config) {
 				c.GRPCAddress, c.ShutdownTimeout, c.AdminAddress = "127.0.0.1:9000", 90*time.Second, "127.0.0.1:9090"
 				c.LogLevel, c.DBTimeout = slog.LevelDebug, 750*time.Millisecond
+				c.DrainDelay, c.DBMaxConns = 3*time.Second, 12
 			}),
 		},
 		{
@@ -165,6 +168,21 @@ func TestLoadErrors(t *testing.T) {
 			name:         "a DB_TIMEOUT that is not a duration is reported",
 			env:          map[string]string{"DATABASE_URL": databaseURL, "DB_TIMEOUT": "5"},
 			wantVariable: "DB_TIMEOUT",
+		},
+		{
+			name:         "a negative DRAIN_DELAY is reported",
+			env:          map[string]string{"DATABASE_URL": databaseURL, "DRAIN_DELAY": "-1s"},
+			wantVariable: "DRAIN_DELAY",
+		},
+		{
+			name:         "a zero DB_MAX_CONNS is reported",
+			env:          map[string]string{"DATABASE_URL": databaseURL, "DB_MAX_CONNS": "0"},
+			wantVariable: "DB_MAX_CONNS",
+		},
+		{
+			name:         "a DB_MAX_CONNS that is not a number is reported",
+			env:          map[string]string{"DATABASE_URL": databaseURL, "DB_MAX_CONNS": "many"},
+			wantVariable: "DB_MAX_CONNS",
 		},
 		{
 			name:         "an unknown LOG_LEVEL is reported",
