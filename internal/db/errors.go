@@ -50,7 +50,10 @@ func IsUnavailable(err error) bool {
 			pgErr.Code == pgerrcode.AdminShutdown ||
 			pgErr.Code == pgerrcode.CrashShutdown ||
 			pgErr.Code == pgerrcode.CannotConnectNow ||
-			pgErr.Code == pgerrcode.TooManyConnections ||
+			// Class 53, insufficient resources: disk full, out of memory,
+			// too many connections. The server is short of something for
+			// now; the statement itself is fine.
+			pgerrcode.IsInsufficientResources(pgErr.Code) ||
 			pgErr.Code == pgerrcode.LockNotAvailable ||
 			pgErr.Code == pgerrcode.QueryCanceled ||
 			pgErr.Code == pgerrcode.ReadOnlySQLTransaction
@@ -64,6 +67,20 @@ func IsConflict(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) &&
 		(pgErr.Code == pgerrcode.SerializationFailure || pgErr.Code == pgerrcode.DeadlockDetected)
+}
+
+// primaryKey is the users table's primary key constraint (PostgreSQL's
+// default name for it, see sql/migrations).
+const primaryKey = "users_pkey"
+
+// IsDuplicateID reports whether an insert lost because its identity id is
+// taken: the primary key, not the OIDC subject (ResolveOrCreateUser settles
+// that one itself). With local UUIDv7 ids this does not happen; with ids
+// from a remote allocator a retry, which allocates again, may succeed.
+func IsDuplicateID(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) &&
+		pgErr.Code == pgerrcode.UniqueViolation && pgErr.ConstraintName == primaryKey
 }
 
 // IsConstraintViolation reports whether the database refused a value that

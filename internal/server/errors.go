@@ -32,6 +32,12 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 	case db.IsConflict(err):
 		s.log.WarnContext(ctx, "lost to a concurrent statement", "method", method, "error", err)
 		return status.Error(codes.Aborted, "conflict with a concurrent request; retry")
+	case db.IsDuplicateID(err):
+		// The id allocator handed out an id that is taken: a retry
+		// allocates another. Logged at error level, as an allocator that
+		// repeats ids needs looking at.
+		s.log.ErrorContext(ctx, "new identity id already taken", "method", method, "error", err)
+		return status.Error(codes.Aborted, "conflict with a concurrent request; retry")
 	case db.IsConstraintViolation(err):
 		// Validation should have caught this first: worth a look, but the
 		// client's request was at fault, not the service.

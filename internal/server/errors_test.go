@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc/codes"
@@ -247,4 +248,71 @@ func TestDatabaseLockTimeoutIsUnavailable(t *testing.T) {
 	}
 	_, err = e.client.UpdateUser(t.Context(), &usersv1.UpdateUserRequest{IdentityId: u.GetMeta().GetId(), Name: proto.String("n")})
 	wantCode(t, err, codes.Unavailable)
+}
+
+// fixedIDs allocates the same identity id every time, as a remote
+// allocator with a bug, or two of them racing, might.
+type fixedIDs uuid.UUID
+
+func (f fixedIDs) NewIdentityID(context.Context, string) (uuid.UUID, error) {
+	return uuid.UUID(f), nil
+}
+
+// A new subject given an identity id that is taken breaks the primary key:
+// a retry allocates again, so the call is ABORTED, not INTERNAL.
+func TestTakenIdentityIDIsAborted(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, testdb.New(t), fixedIDs(uuid.Must(uuid.NewV7())))
+	e.createUser(t, &usersv1.ResolveOrCreateUserRequest{OidcSubject: "first"})
+
+	_, err := e.client.ResolveOrCreateUser(t.Context(), &usersv1.ResolveOrCreateUserRequest{OidcSubject: "second"})
+	st := wantCode(t, err, codes.Aborted)
+	if strings.Contains(st.Message(), "users_pkey") {
+		t.Errorf("status message %q leaks the database's words", st.Message())
+	}
+	if logs := e.logs.String(); !strings.Contains(logs, "users_pkey") {
+		t.Errorf("the cause is not logged; logs:\n%s", logs)
+	}
+	if n := e.countUsers(t); n != 1 {
+		t.Errorf("users rows = %d, want 1", n)
+	}
+}
+
+// Each SQLSTATE, raised by the real server while it runs the login's
+// INSERT (a trigger raises it, as the server itself would on a full disk),
+// gets the status code of the error contract.
+func TestServerErrorsByCode(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		sqlstate string
+		want     codes.Code
+	}{
+		{"a full disk is UNAVAILABLE", pgerrcode.DiskFull, codes.Unavailable},
+		{"a server out of memory is UNAVAILABLE", pgerrcode.OutOfMemory, codes.Unavailable},
+		{"too many connections is UNAVAILABLE", pgerrcode.TooManyConnections, codes.Unavailable},
+		{"a serialization failure is ABORTED", pgerrcode.SerializationFailure, codes.Aborted},
+		{"a deadlock is ABORTED", pgerrcode.DeadlockDetected, codes.Aborted},
+		{"an unforeseen error is INTERNAL", pgerrcode.DataCorrupted, codes.Internal},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			pool := testdb.New(t)
+			// The code is a constant of the test's own, so formatting it
+			// into the statement is safe.
+			if _, err := pool.Exec(t.Context(), fmt.Sprintf(`
+				CREATE FUNCTION fail() RETURNS trigger LANGUAGE plpgsql AS $$
+				BEGIN RAISE EXCEPTION 'raised by the test' USING ERRCODE = '%s'; END $$;
+				CREATE TRIGGER fail BEFORE INSERT ON users FOR EACH ROW EXECUTE FUNCTION fail();`, tt.sqlstate)); err != nil {
+				t.Fatal(err)
+			}
+			e := newEnvOn(t, pool)
+			_, err := e.client.ResolveOrCreateUser(t.Context(), &usersv1.ResolveOrCreateUserRequest{OidcSubject: "s"})
+			st := wantCode(t, err, tt.want)
+			if strings.Contains(st.Message(), "raised by the test") {
+				t.Errorf("status message %q leaks the database's words", st.Message())
+			}
+		})
+	}
 }
