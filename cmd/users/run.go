@@ -99,7 +99,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 	// Database. The pool connects lazily: the service starts, and answers
 	// UNAVAILABLE, while the database is still coming up.
-	pool, err := db.NewPool(ctx, cfg.DatabaseURL, db.PoolOptions{Tracer: tracing.QueryTracer()})
+	pool, err := db.NewPool(ctx, cfg.DatabaseURL, db.PoolOptions{Tracer: tracing.QueryTracer(), MaxConns: cfg.DBMaxConns})
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,6 @@ package db
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"strings"
 	"time"
 
@@ -29,7 +28,8 @@ type PoolOptions struct {
 
 // NewPool returns a pool for url with the service's defaults where the URL
 // is silent: connect_timeout DefaultConnectTimeout and pool_max_conns
-// DefaultMaxConns. Settings in the URL win. The pool connects lazily.
+// DefaultMaxConns. Settings in the URL win over these defaults, and
+// opts.MaxConns over both. The pool connects lazily.
 func NewPool(ctx context.Context, url string, opts PoolOptions) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -41,7 +41,7 @@ func NewPool(ctx context.Context, url string, opts PoolOptions) (*pgxpool.Pool, 
 	// pgxpool gives no way to tell its default from a pool_max_conns in the
 	// URL, so look for the setting itself.
 	if !strings.Contains(url, "pool_max_conns") {
-		cfg.MaxConns = DefaultMaxConns()
+		cfg.MaxConns = DefaultMaxConns
 	}
 	if opts.MaxConns != 0 {
 		cfg.MaxConns = opts.MaxConns
@@ -62,10 +62,11 @@ func NewPool(ctx context.Context, url string, opts PoolOptions) (*pgxpool.Pool, 
 	return pool, nil
 }
 
-// DefaultMaxConns is the pool size when DATABASE_URL sets none. pgxpool's
-// own default, max(4, CPUs), keeps too few statements in flight for the
-// database to group commits: writes would queue for a connection while
-// PostgreSQL waits on one fsync at a time.
-func DefaultMaxConns() int32 {
-	return int32(max(16, 4*runtime.GOMAXPROCS(0)))
-}
+// DefaultMaxConns is the pool size when neither DATABASE_URL nor
+// PoolOptions sets one. pgxpool's own default, max(4, CPUs), keeps too few
+// statements in flight for the database to group commits: writes would
+// queue for a connection while PostgreSQL waits on one fsync at a time.
+// It is fixed, not drawn from the node's CPUs: the database's connection
+// limit is shared by every replica, and a pod scheduled on a large node
+// must not claim more of it than one on a small node.
+const DefaultMaxConns = 16
