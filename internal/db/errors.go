@@ -1,7 +1,8 @@
 // Package db is the data layer: the query code that sqlc generates from
 // sql/queries/users.sql (never edit those files; run make generate), and
-// three hand-written files: this one, which classifies the driver's errors
-// by kind so that callers never look at error text; pool.go, the pool's
+// hand-written files: this one, which classifies the driver's errors by
+// kind so that callers never look at error text; conn.go, what every
+// connection needs (a connect timeout, UTF-8); pool.go, the pool's
 // defaults; bounded.go, the timeouts every statement runs under.
 package db
 

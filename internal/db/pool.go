@@ -26,18 +26,15 @@ type PoolOptions struct {
 	MaxConns int32
 }
 
-// NewPool returns a pool for url with the service's defaults where the URL
-// is silent: connect_timeout DefaultConnectTimeout and pool_max_conns
-// DefaultMaxConns. Settings in the URL win over these defaults, and
-// opts.MaxConns over both. The pool connects lazily.
+// NewPool returns a pool for url, its connections set up by ConfigureConn,
+// with pool_max_conns DefaultMaxConns where the URL sets none; opts.MaxConns
+// wins over both. The pool connects lazily.
 func NewPool(ctx context.Context, url string, opts PoolOptions) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}
-	if cfg.ConnConfig.ConnectTimeout == 0 {
-		cfg.ConnConfig.ConnectTimeout = DefaultConnectTimeout
-	}
+	ConfigureConn(cfg.ConnConfig)
 	// pgxpool gives no way to tell its default from a pool_max_conns in the
 	// URL, so look for the setting itself.
 	if !strings.Contains(url, "pool_max_conns") {

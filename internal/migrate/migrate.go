@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/lib/pq"
 
+	"github.com/agynio/users/internal/db"
 	"github.com/agynio/users/sql/migrations"
 )
 
@@ -59,6 +60,10 @@ func withLock(ctx context.Context, databaseURL string, log io.Writer, fn func(*d
 	if err != nil {
 		return err
 	}
+	// The service's connection settings: a connect timeout (without one a
+	// host that never answers would hang the migration), UTF-8 text, and a
+	// refusal of a database that cannot store it.
+	db.ConfigureConn(poolCfg.ConnConfig)
 	conn, err := pgx.ConnectConfig(ctx, poolCfg.ConnConfig)
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
@@ -76,12 +81,12 @@ func withLock(ctx context.Context, databaseURL string, log io.Writer, fn func(*d
 	if err != nil {
 		return err
 	}
-	db := dbmate.New(u)
-	db.FS = migrations.FS
-	db.MigrationsDir = []string{"."}
-	db.AutoDumpSchema = false // needs pg_dump, and the schema lives in sql/migrations already
-	db.Log = log
-	return fn(db)
+	m := dbmate.New(u)
+	m.FS = migrations.FS
+	m.MigrationsDir = []string{"."}
+	m.AutoDumpSchema = false // needs pg_dump, and the schema lives in sql/migrations already
+	m.Log = log
+	return fn(m)
 }
 
 // libpqTLSKeys numbers the entries this process puts in lib/pq's registry

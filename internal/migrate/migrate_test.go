@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/url"
 	"os"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -20,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/agynio/users/internal/db"
 	"github.com/agynio/users/internal/migrate"
 	"github.com/agynio/users/internal/testdb"
 	"github.com/agynio/users/sql/migrations"
@@ -281,4 +284,84 @@ func schemaOf(t *testing.T, databaseURL string) schema {
 		t.Fatalf("read schema_migrations: %v", err)
 	}
 	return s
+}
+
+// TestUpGivesUpOnASilentServer: a database host that accepts connections
+// and never answers fails the migration within the service's default
+// connect timeout, rather than hanging it until someone notices.
+func TestUpGivesUpOnASilentServer(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() { // accept and say nothing
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+
+	// The test's own bound, well past the default, so that a hang fails
+	// the test instead of stalling it.
+	ctx, cancel := context.WithTimeout(t.Context(), db.DefaultConnectTimeout+10*time.Second)
+	defer cancel()
+	start := time.Now()
+	err = migrate.Up(ctx, "postgres://users@"+l.Addr().String()+"/users?sslmode=disable", io.Discard)
+	elapsed := time.Since(start)
+	if err == nil {
+		t.Fatal("Up against a silent server succeeded")
+	}
+	if ctx.Err() != nil || elapsed > db.DefaultConnectTimeout+2*time.Second {
+		t.Errorf("Up gave up after %s (%v), want about the default connect timeout (%s)", elapsed, err, db.DefaultConnectTimeout)
+	}
+}
+
+// TestUpRefusesADatabaseNotInUTF8: a database that would store text wrong
+// is refused before anything is applied to it.
+func TestUpRefusesADatabaseNotInUTF8(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	serverURL := testdb.EmptyURL(t) // a database of the test server, to create another from
+	conn, err := pgx.Connect(ctx, serverURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	name := "users_test_ascii_" + strings.ReplaceAll(uuid.NewString(), "-", "")
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name+" ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Exec(context.Background(), "DROP DATABASE "+name+" WITH (FORCE)") }) //nolint:errcheck // a leftover on a test server is harmless
+	databaseURL, err := testdb.WithDatabase(serverURL, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	err = migrate.Up(ctx, databaseURL, io.Discard)
+	if !errors.Is(err, db.ErrNotUTF8) {
+		t.Fatalf("Up on a SQL_ASCII database: %v, want ErrNotUTF8", err)
+	}
+	var migrated bool
+	check, err := pgx.Connect(ctx, databaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer check.Close(context.WithoutCancel(ctx))
+	if err := check.QueryRow(ctx, "SELECT to_regclass('public.schema_migrations') IS NOT NULL OR to_regclass('public.users') IS NOT NULL").Scan(&migrated); err != nil {
+		t.Fatal(err)
+	}
+	if migrated {
+		t.Error("Up left tables behind in the database it refused")
+	}
 }
