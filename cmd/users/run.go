@@ -137,7 +137,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer healthPool.Close()
-	watch := server.NewDatabaseWatch(healthPool, healthSrv, healthInterval, log)
+	watch := server.NewDatabaseWatch(db.NewReadiness(healthPool), healthSrv, healthInterval, log)
 	watch.Check(ctx)
 	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWatch()

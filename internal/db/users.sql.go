@@ -49,6 +49,21 @@ func (q *Queries) BatchGetUsers(ctx context.Context, identityIds []uuid.UUID) ([
 	return items, nil
 }
 
+const checkSchema = `-- name: CheckSchema :exec
+SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at
+FROM users
+LIMIT 0
+`
+
+// Readiness, every 2 s on a connection of its own: reads no row, but
+// PostgreSQL must resolve every column the queries above read, so it fails
+// (undefined table or column) on a schema the service cannot serve, as it
+// does when the database is unreachable.
+func (q *Queries) CheckSchema(ctx context.Context) error {
+	_, err := q.db.Exec(ctx, checkSchema)
+	return err
+}
+
 const getUser = `-- name: GetUser :one
 SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at
 FROM users

@@ -51,3 +51,12 @@ SET name       = COALESCE(sqlc.narg(name), name),
     updated_at = GREATEST(now(), updated_at + interval '1 microsecond')
 WHERE identity_id = @identity_id
 RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at;
+
+-- name: CheckSchema :exec
+-- Readiness, every 2 s on a connection of its own: reads no row, but
+-- PostgreSQL must resolve every column the queries above read, so it fails
+-- (undefined table or column) on a schema the service cannot serve, as it
+-- does when the database is unreachable.
+SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at
+FROM users
+LIMIT 0;

@@ -1,0 +1,40 @@
+package db_test
+
+import (
+	"testing"
+
+	"github.com/agynio/users/internal/db"
+	"github.com/agynio/users/internal/testdb"
+)
+
+// TestReadiness: the readiness check passes on the migrated schema and
+// fails on one the queries cannot run against.
+func TestReadiness(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		change string // run on the migrated database first
+		ready  bool
+	}{
+		{"the migrated schema is ready", "", true},
+		{"the migrated schema holding a user is ready", "INSERT INTO users (identity_id, oidc_subject) VALUES (gen_random_uuid(), 's')", true},
+		{"a dropped table is not ready", "DROP TABLE users", false},
+		{"a dropped column is not ready", "ALTER TABLE users DROP COLUMN photo_url", false},
+		{"a renamed column is not ready", "ALTER TABLE users RENAME COLUMN oidc_subject TO subject", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			pool := testdb.New(t)
+			if tt.change != "" {
+				if _, err := pool.Exec(t.Context(), tt.change); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err := db.NewReadiness(pool).Ping(t.Context())
+			if ready := err == nil; ready != tt.ready {
+				t.Errorf("Ping: %v; want ready = %v", err, tt.ready)
+			}
+		})
+	}
+}
