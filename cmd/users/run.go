@@ -30,7 +30,9 @@ const healthInterval = 2 * time.Second
 // UNAVAILABLE, for the client to retry elsewhere, than queued.
 const acquireTimeout = time.Second
 
-const usage = "usage: users [serve] | users migrate up|down|status"
+// usage lists the command lines; "migrate down --force" rolls back even
+// when that deletes data, which plain "migrate down" refuses.
+const usage = "usage: users [serve] | users migrate up|down|status | users migrate down --force"
 
 // usageError is a bad command line; like a configuration error it exits 2.
 type usageError struct{ msg string }
@@ -49,7 +51,8 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	}
 	switch {
 	case cmd == "serve" && len(args) == 0:
-	case cmd == "migrate" && len(args) == 1 && (args[0] == "up" || args[0] == "down" || args[0] == "status"):
+	case cmd == "migrate" && len(args) == 1 && (args[0] == "up" || args[0] == "down" || args[0] == "status"),
+		cmd == "migrate" && len(args) == 2 && args[0] == "down" && args[1] == "--force":
 	case cmd == "help" || cmd == "-h" || cmd == "--help":
 		fmt.Println(usage)
 		return nil
@@ -64,7 +67,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	log := telemetry.NewLogger(os.Stdout, cfg.LogLevel)
 
 	if cmd == "migrate" {
-		return runMigrate(ctx, cfg, args[0])
+		return runMigrate(ctx, cfg, strings.Join(args, " "))
 	}
 	return serve(ctx, cfg, log)
 }
@@ -74,7 +77,13 @@ func runMigrate(ctx context.Context, cfg config.Config, action string) error {
 	case "up":
 		return migrate.Up(ctx, cfg.DatabaseURL, os.Stdout)
 	case "down":
-		return migrate.Down(ctx, cfg.DatabaseURL, os.Stdout)
+		err := migrate.Down(ctx, cfg.DatabaseURL, os.Stdout)
+		if errors.Is(err, migrate.ErrDataLoss) {
+			return fmt.Errorf("migrate down: %w. To roll back anyway, deleting that data: users migrate down --force", err)
+		}
+		return err
+	case "down --force":
+		return migrate.ForceDown(ctx, cfg.DatabaseURL, os.Stdout)
 	default: // "status"; run has checked the action
 		_, err := migrate.Status(ctx, cfg.DatabaseURL, os.Stdout)
 		return err

@@ -3,8 +3,10 @@
 package migrate
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -33,17 +35,54 @@ const lockKey int64 = 0x3b1f5f2c6a4e7d01
 
 // Up applies every pending migration.
 func Up(ctx context.Context, databaseURL string, log io.Writer) error {
-	return withLock(ctx, databaseURL, log, (*dbmate.DB).Migrate)
+	return withLock(ctx, databaseURL, log, nil, (*dbmate.DB).Migrate)
 }
 
-// Down rolls back the most recent migration.
+// ErrDataLoss is why Down refused to roll back: the down migration would
+// have deleted data (rows of the table it drops), and nothing was changed.
+var ErrDataLoss = errors.New("rollback refused: it would delete data")
+
+// dataLossCode is the SQLSTATE a down migration raises when it refuses to
+// delete data (see sql/migrations), unless allowDataLoss is on.
+const dataLossCode = "UD001"
+
+// allowDataLoss is the session setting that lets a down migration delete
+// data.
+const allowDataLoss = "users.allow_data_loss"
+
+// Down rolls back the most recent migration, unless that would delete
+// data: then it returns ErrDataLoss and leaves the database as it was.
 func Down(ctx context.Context, databaseURL string, log io.Writer) error {
-	return withLock(ctx, databaseURL, log, (*dbmate.DB).Rollback)
+	return down(ctx, databaseURL, log, nil)
+}
+
+// ForceDown rolls back the most recent migration even if that deletes
+// data: it sets allowDataLoss for the migration's session.
+func ForceDown(ctx context.Context, databaseURL string, log io.Writer) error {
+	return down(ctx, databaseURL, log, map[string]string{allowDataLoss: "on"})
+}
+
+func down(ctx context.Context, databaseURL string, log io.Writer, session map[string]string) error {
+	var out bytes.Buffer
+	err := withLock(ctx, databaseURL, &out, session, (*dbmate.DB).Rollback)
+	// dbmate reports "Rolled back: <file>" even when the rollback failed.
+	for line := range strings.Lines(out.String()) {
+		if err == nil || !strings.HasPrefix(line, "Rolled back: ") {
+			io.WriteString(log, line) //nolint:errcheck // progress output
+		}
+	}
+	// dbmate wraps the server's error without Unwrap.
+	var queryErr *dbmate.QueryError
+	var pqErr *pq.Error
+	if errors.As(err, &queryErr) && errors.As(queryErr.Err, &pqErr) && pqErr.Code == dataLossCode {
+		return fmt.Errorf("%w (%s); nothing was rolled back", ErrDataLoss, pqErr.Message)
+	}
+	return err
 }
 
 // Status writes which migrations are applied and returns how many are pending.
 func Status(ctx context.Context, databaseURL string, log io.Writer) (pending int, err error) {
-	err = withLock(ctx, databaseURL, log, func(db *dbmate.DB) error {
+	err = withLock(ctx, databaseURL, log, nil, func(db *dbmate.DB) error {
 		pending, err = db.Status(false)
 		return err
 	})
@@ -52,8 +91,10 @@ func Status(ctx context.Context, databaseURL string, log io.Writer) (pending int
 
 // withLock runs fn while holding the migration advisory lock on a separate
 // connection. The lock is session-scoped, so it is released when that
-// connection closes even if this process dies half-way.
-func withLock(ctx context.Context, databaseURL string, log io.Writer, fn func(*dbmate.DB) error) error {
+// connection closes even if this process dies half-way. session holds
+// settings for the session that runs the migrations, beyond those of
+// databaseURL.
+func withLock(ctx context.Context, databaseURL string, log io.Writer, session map[string]string, fn func(*dbmate.DB) error) error {
 	// pgxpool's parser accepts exactly what the service accepts (URL or
 	// key=value, pool_* settings included) and sets the pool_* ones aside.
 	poolCfg, err := pgxpool.ParseConfig(databaseURL)
@@ -77,7 +118,7 @@ func withLock(ctx context.Context, databaseURL string, log io.Writer, fn func(*d
 
 	tlsKey := fmt.Sprintf("users-migrate-%d", libpqTLSKeys.Add(1))
 	defer pq.RegisterTLSConfig(tlsKey, nil) //nolint:errcheck // removing an entry cannot fail
-	u, err := libpqURL(ctx, conn, tlsKey)
+	u, err := libpqURL(ctx, conn, tlsKey, session)
 	if err != nil {
 		return err
 	}
@@ -100,8 +141,9 @@ var libpqTLSKeys atomic.Int64
 // key=value strings here, and sends pgx's own settings to the server as
 // unknown parameters. So the URL is rebuilt from what pgx parsed: the host
 // pgx actually reached (of several, with failover), with the TLS it
-// actually used, certificate checks included.
-func libpqURL(ctx context.Context, conn *pgx.Conn, tlsKey string) (*url.URL, error) {
+// actually used, certificate checks included. session's settings are
+// added to those of DATABASE_URL.
+func libpqURL(ctx context.Context, conn *pgx.Conn, tlsKey string, session map[string]string) (*url.URL, error) {
 	cfg := conn.Config()
 	reached, err := reachedEntry(ctx, conn)
 	if err != nil {
@@ -110,6 +152,9 @@ func libpqURL(ctx context.Context, conn *pgx.Conn, tlsKey string) (*url.URL, err
 
 	q := url.Values{}
 	for k, v := range cfg.RuntimeParams {
+		q.Set(k, v)
+	}
+	for k, v := range session {
 		q.Set(k, v)
 	}
 	if cfg.ConnectTimeout > 0 {

@@ -365,3 +365,79 @@ func TestUpRefusesADatabaseNotInUTF8(t *testing.T) {
 		t.Error("Up left tables behind in the database it refused")
 	}
 }
+
+// TestDownRefusesToDeleteUsers: rolling back the migration that creates
+// the users table (the latest, for now) refuses while it holds rows, and
+// changes nothing, unless forced; the refusal is in the migration's SQL, so
+// it holds for whoever runs it.
+func TestDownRefusesToDeleteUsers(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	databaseURL := testdb.EmptyURL(t)
+	all := migrationVersions(t)
+	if err := migrate.Up(ctx, databaseURL, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, databaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "INSERT INTO users (identity_id, oidc_subject) VALUES ($1, 'alice')", uuid.New()); err != nil {
+		t.Fatal(err)
+	}
+	migrated := schema{UsersTable: true, Versions: all}
+
+	t.Run("down refuses and changes nothing", func(t *testing.T) {
+		var log bytes.Buffer
+		err := migrate.Down(ctx, databaseURL, &log)
+		if !errors.Is(err, migrate.ErrDataLoss) {
+			t.Fatalf("Down: %v, want ErrDataLoss\n%s", err, &log)
+		}
+		if !strings.Contains(err.Error(), "users") {
+			t.Errorf("error %q does not name the table", err)
+		}
+		if strings.Contains(log.String(), "Rolled back") {
+			t.Errorf("the output claims a rollback that was refused:\n%s", &log)
+		}
+		if diff := cmp.Diff(migrated, schemaOf(t, databaseURL), cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("schema mismatch (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("the down SQL refuses on its own, as with dbmate or psql", func(t *testing.T) {
+		files, err := fs.Glob(migrations.FS, "*_create_users.sql")
+		if err != nil || len(files) != 1 {
+			t.Fatalf("the migration creating users: %v, %v", files, err)
+		}
+		b, err := fs.ReadFile(migrations.FS, files[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, downSQL, ok := strings.Cut(string(b), "-- migrate:down")
+		if !ok {
+			t.Fatal("no down section")
+		}
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // the transaction fails anyway
+		_, err = tx.Exec(ctx, downSQL)
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "UD001" || pgErr.Hint == "" {
+			t.Errorf("down section: %v, want SQLSTATE UD001 with a hint", err)
+		}
+	})
+
+	t.Run("forced, down drops the table", func(t *testing.T) {
+		var log bytes.Buffer
+		if err := migrate.ForceDown(ctx, databaseURL, &log); err != nil {
+			t.Fatalf("ForceDown: %v\n%s", err, &log)
+		}
+		want := schema{UsersTable: false, Versions: all[:len(all)-1]}
+		if diff := cmp.Diff(want, schemaOf(t, databaseURL), cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("schema mismatch (-want +got):\n%s", diff)
+		}
+	})
+}

@@ -21,4 +21,21 @@ CREATE TABLE users (
 );
 
 -- migrate:down
+-- Dropping the table deletes every user, and with them every identity id
+-- the rest of the platform refers to. So this refuses while the table holds
+-- rows, unless the session says data loss is meant: users.allow_data_loss
+-- set to on, as "users migrate down --force" does (with dbmate or psql:
+-- PGOPTIONS='-c users.allow_data_loss=on'). The lock keeps a row from
+-- arriving between the check and the drop. SQLSTATE UD001 is this refusal's
+-- own, so that the migrate command can tell it from any other failure.
+LOCK TABLE users IN ACCESS EXCLUSIVE MODE;
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM users) AND current_setting('users.allow_data_loss', true) IS DISTINCT FROM 'on' THEN
+        RAISE EXCEPTION 'refusing to drop table users: it holds rows, which would be lost'
+            USING ERRCODE = 'UD001',
+                  HINT = 'Back the table up first. To drop it anyway, set users.allow_data_loss = on for the session (users migrate down --force does).';
+    END IF;
+END
+$$;
 DROP TABLE users;
