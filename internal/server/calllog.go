@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"go.opentelemetry.io/otel/trace"
@@ -64,10 +65,27 @@ func (l callLog) finished(ctx context.Context, fullMethod string, start time.Tim
 		attrs = append(attrs, slog.String("peer.address", p.Addr.String()))
 	}
 	if err != nil {
-		attrs = append(attrs, slog.String("grpc.error", st.Message()))
+		attrs = append(attrs, slog.String("grpc.error", truncateMessage(st.Message())))
 	}
 	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
 		attrs = append(attrs, slog.String("trace_id", sc.TraceID().String()))
 	}
 	l.log.LogAttrs(ctx, level, "finished call", attrs...)
+}
+
+// maxLoggedMessage bounds the status message in a log line. The service's
+// own messages are far shorter; the bound holds whatever produced one.
+const maxLoggedMessage = 1 << 10
+
+// truncateMessage cuts msg to at most maxLoggedMessage bytes, at a
+// character boundary, saying how long it was.
+func truncateMessage(msg string) string {
+	if len(msg) <= maxLoggedMessage {
+		return msg
+	}
+	cut := maxLoggedMessage
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return msg[:cut] + "... (truncated from " + strconv.Itoa(len(msg)) + " bytes)"
 }

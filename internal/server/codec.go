@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"unicode/utf8"
 
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
@@ -13,27 +14,22 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
-
-	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
 )
 
-// invalidUTF8Marker is the unknown-field number under which requestCodec
-// notes the fields it dropped; the largest number protobuf allows, so that
-// no real field will ever take it. malformedMarker, the one below it, notes
-// a request that is not a protobuf message at all.
-const (
-	invalidUTF8Marker = protowire.MaxValidNumber
-	malformedMarker   = protowire.MaxValidNumber - 1
-)
+// rejectionMarker is the unknown-field number under which requestCodec
+// leaves, in a request it could not decode, the google.rpc.Status to
+// answer it with: the largest number protobuf allows, so that no real
+// field will ever take it.
+const rejectionMarker = protowire.MaxValidNumber
 
-// requestCodec is gRPC's proto codec, except for one kind of bad input.
-// protobuf refuses a string field holding invalid UTF-8, and gRPC reports
-// any decoding failure as INTERNAL, which would blame the service for the
-// client's bytes. So when decoding fails, requestCodec drops the top-level
-// string fields that are not UTF-8, decodes the rest, and notes the
-// dropped fields' names in the message; rejectInvalidRequests then answers
-// INVALID_ARGUMENT naming them, before any handler sees the request. Bytes
-// that are not a message at all are noted as such and refused the same way.
+// requestCodec is gRPC's proto codec, except for requests it cannot
+// decode. gRPC reports any decoding failure as INTERNAL, which would blame
+// the service for the client's bytes (most often a string that is not
+// UTF-8, which protobuf refuses). A codec's error cannot carry a code, so
+// requestCodec decodes no such request: it works out the INVALID_ARGUMENT
+// answer, small whatever the request (see rejection), and leaves it in the
+// empty message; rejectInvalidRequests and rejectInvalidStreamRequests then
+// answer with it before any handler sees the request.
 type requestCodec struct{ encoding.CodecV2 }
 
 func (requestCodec) Name() string { return "proto" }
@@ -47,123 +43,154 @@ func (c requestCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if err == nil {
 		// Only this codec may set the marker, not a client.
 		if u := m.ProtoReflect().GetUnknown(); len(u) > 0 {
-			m.ProtoReflect().SetUnknown(withoutMarkers(u))
+			m.ProtoReflect().SetUnknown(withoutMarker(u))
 		}
 		return nil
 	}
-	// Only UsersService requests, whose unary handlers rejectInvalidRequests
-	// guards; health and reflection messages keep gRPC's own handling.
-	desc := m.ProtoReflect().Descriptor()
-	if desc.ParentFile().Package() != usersv1.File_agynio_api_users_v1_users_proto.Package() {
+	answer, merr := proto.Marshal(rejection(data.Materialize(), m.ProtoReflect(), err).Proto())
+	if merr != nil {
 		return err
 	}
-	kept, dropped := dropInvalidUTF8(data.Materialize(), desc)
-	if len(dropped) == 0 || proto.Unmarshal(kept, m) != nil {
-		proto.Reset(m)
-		var marker []byte
-		marker = protowire.AppendTag(marker, malformedMarker, protowire.BytesType)
-		marker = protowire.AppendString(marker, err.Error())
-		m.ProtoReflect().SetUnknown(marker)
-		return nil
-	}
-	unknown := m.ProtoReflect().GetUnknown()
-	for _, field := range dropped {
-		unknown = protowire.AppendTag(unknown, invalidUTF8Marker, protowire.BytesType)
-		unknown = protowire.AppendString(unknown, field)
-	}
-	m.ProtoReflect().SetUnknown(unknown)
+	proto.Reset(m)
+	marker := protowire.AppendTag(nil, rejectionMarker, protowire.BytesType)
+	m.ProtoReflect().SetUnknown(protowire.AppendBytes(marker, answer))
 	return nil
 }
 
-// dropInvalidUTF8 returns b without the top-level string fields of desc
-// whose value is not valid UTF-8, and those fields' names (list elements
-// by index). It returns no names if b is not well-formed.
-func dropInvalidUTF8(b []byte, desc protoreflect.MessageDescriptor) (kept []byte, dropped []string) {
-	seen := map[protowire.Number]int{} // list elements so far, per field
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return nil, nil
+// rejection is the answer to b, a message of m's type that failed to
+// decode with decodeErr. Its size does not grow with b's: a list longer
+// than its bound (maxEntries) is refused by its length alone, strings that
+// are not UTF-8 are named up to maxViolations and then counted, and any
+// other fault makes b no message of its type.
+func rejection(b []byte, m protoreflect.Message, decodeErr error) *status.Status {
+	desc := m.Descriptor()
+	var v violations
+	lengths := map[protoreflect.FieldNumber]int{}
+	wellFormed := eachField(b, func(num protowire.Number, _ protowire.Type, _ []byte, _ int) {
+		if fd := desc.Fields().ByNumber(num); fd != nil && fd.IsList() {
+			lengths[num]++
 		}
-		m := protowire.ConsumeFieldValue(num, typ, b[n:])
-		if m < 0 {
-			return nil, nil
+	})
+	if wellFormed {
+		fields := desc.Fields()
+		for i := range fields.Len() {
+			fd := fields.Get(i)
+			if bound, ok := maxEntries[fd.FullName()]; ok && lengths[fd.Number()] > bound {
+				v.tooMany(string(fd.Name()), bound, lengths[fd.Number()])
+			}
 		}
-		field := b[:n+m]
-		b = b[n+m:]
+		if st := v.status(); st != nil {
+			return st
+		}
+		// The request less its strings that are not UTF-8 must decode, or
+		// something else is wrong with it too.
+		kept := dropInvalidUTF8(b, desc, &v)
+		if v.count() > 0 && proto.Unmarshal(kept, m.New().Interface()) == nil {
+			return v.status()
+		}
+	}
+	return status.Newf(codes.InvalidArgument, "invalid request: not a valid %s message: %s", desc.FullName(), decodeErr)
+}
 
-		if num == invalidUTF8Marker || num == malformedMarker {
-			continue // only this codec may set the markers, not a client
-		}
+// dropInvalidUTF8 returns the well-formed b without its top-level string
+// fields that are not valid UTF-8, and adds a violation naming each (list
+// entries by index).
+func dropInvalidUTF8(b []byte, desc protoreflect.MessageDescriptor, v *violations) (kept []byte) {
+	seen := map[protowire.Number]int{} // list entries so far, per field
+	eachField(b, func(num protowire.Number, typ protowire.Type, field []byte, tagLen int) {
 		fd := desc.Fields().ByNumber(num)
 		if fd == nil || fd.Kind() != protoreflect.StringKind || typ != protowire.BytesType {
 			kept = append(kept, field...)
-			continue
+			return
 		}
 		index := seen[num]
 		seen[num]++
-		if value, _ := protowire.ConsumeBytes(field[n:]); utf8.Valid(value) {
+		if value, _ := protowire.ConsumeBytes(field[tagLen:]); utf8.Valid(value) {
 			kept = append(kept, field...)
-			continue
+			return
 		}
-		name := string(fd.Name())
 		if fd.IsList() {
-			name = fmt.Sprintf("%s[%d]", name, index)
+			v.add(fmt.Sprintf("%s[%d]", fd.Name(), index), "must be valid UTF-8")
+		} else {
+			v.add(string(fd.Name()), "must be valid UTF-8")
 		}
-		dropped = append(dropped, name)
-	}
-	return kept, dropped
-}
-
-// withoutMarkers returns the unknown fields u less any marker.
-func withoutMarkers(u []byte) []byte {
-	var kept []byte
-	for len(u) > 0 {
-		num, typ, n := protowire.ConsumeTag(u)
-		if n < 0 {
-			return kept
-		}
-		m := protowire.ConsumeFieldValue(num, typ, u[n:])
-		if m < 0 {
-			return kept
-		}
-		if num != invalidUTF8Marker && num != malformedMarker {
-			kept = append(kept, u[:n+m]...)
-		}
-		u = u[n+m:]
-	}
+	})
 	return kept
 }
 
-// rejectInvalidRequests answers INVALID_ARGUMENT for a request that
-// requestCodec could not decode: string fields that are not UTF-8, named,
-// or bytes that are no message of the method's request type.
+// eachField calls fn with each field of the wire-format message b: its
+// number, its type, its whole encoding and the length of its tag. It
+// reports whether b was well-formed; fn has seen the fields before the
+// first fault.
+func eachField(b []byte, fn func(num protowire.Number, typ protowire.Type, field []byte, tagLen int)) bool {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return false
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			return false
+		}
+		fn(num, typ, b[:n+m], n)
+		b = b[n+m:]
+	}
+	return true
+}
+
+// withoutMarker returns the unknown fields u less any marker.
+func withoutMarker(u []byte) []byte {
+	var kept []byte
+	eachField(u, func(num protowire.Number, _ protowire.Type, field []byte, _ int) {
+		if num != rejectionMarker {
+			kept = append(kept, field...)
+		}
+	})
+	return kept
+}
+
+// rejectionOf returns the answer requestCodec left in req, or nil.
+func rejectionOf(req any) error {
+	msg, ok := req.(proto.Message)
+	if !ok {
+		return nil
+	}
+	var rejected error
+	eachField(msg.ProtoReflect().GetUnknown(), func(num protowire.Number, typ protowire.Type, field []byte, tagLen int) {
+		if num != rejectionMarker || typ != protowire.BytesType {
+			return
+		}
+		answer, _ := protowire.ConsumeBytes(field[tagLen:])
+		var st spb.Status
+		if proto.Unmarshal(answer, &st) != nil {
+			st = spb.Status{Code: int32(codes.InvalidArgument), Message: "invalid request"}
+		}
+		rejected = status.FromProto(&st).Err()
+	})
+	return rejected
+}
+
+// rejectInvalidRequests answers a unary request that requestCodec could
+// not decode with the answer the codec left in it.
 func rejectInvalidRequests(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if msg, ok := req.(proto.Message); ok {
-		var v violations
-		b := msg.ProtoReflect().GetUnknown()
-		for len(b) > 0 {
-			num, typ, n := protowire.ConsumeTag(b)
-			if n < 0 {
-				break
-			}
-			m := protowire.ConsumeFieldValue(num, typ, b[n:])
-			if m < 0 {
-				break
-			}
-			if num == malformedMarker && typ == protowire.BytesType {
-				reason, _ := protowire.ConsumeString(b[n:])
-				return nil, status.Errorf(codes.InvalidArgument, "invalid request: not a valid %s message: %s", msg.ProtoReflect().Descriptor().FullName(), reason)
-			}
-			if num == invalidUTF8Marker && typ == protowire.BytesType {
-				field, _ := protowire.ConsumeString(b[n:])
-				v.add(field, "must be valid UTF-8")
-			}
-			b = b[n+m:]
-		}
-		if err := v.err(); err != nil {
-			return nil, err
-		}
+	if err := rejectionOf(req); err != nil {
+		return nil, err
 	}
 	return handler(ctx, req)
+}
+
+// rejectInvalidStreamRequests does the same for the messages of a stream
+// (a health Watch, reflection): the handler's RecvMsg returns the answer as
+// its error, which ends the stream with it.
+func rejectInvalidStreamRequests(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	return handler(srv, rejectingStream{ss})
+}
+
+type rejectingStream struct{ grpc.ServerStream }
+
+func (s rejectingStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	return rejectionOf(m)
 }

@@ -107,6 +107,7 @@ func NewGRPCServer(s *Server, log *slog.Logger, opts ...Option) (*grpc.Server, *
 	stream = append(stream,
 		calls.stream,
 		recovery.StreamServerInterceptor(recovered),
+		rejectInvalidStreamRequests,
 		healthSrv.endWatchesOnShutdown,
 	)
 

@@ -9,8 +9,12 @@ import (
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/mem"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
 	"github.com/agynio/users/internal/testdb"
@@ -162,5 +166,102 @@ func TestAllocatorFailureIsInternal(t *testing.T) {
 	}
 	if n := e.countUsers(t); n != 0 {
 		t.Errorf("users rows = %d, want 0", n)
+	}
+}
+
+// However bad a request, its answer is small: a list longer than its bound
+// is refused by its length alone, and past five violations the rest are
+// only counted.
+func TestAnswersStaySmall(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	repeat := func(n int, value string) []byte {
+		var b []byte
+		for range n {
+			b = append(b, field(1, value)...)
+		}
+		return b
+	}
+	first5 := []string{"identity_ids[0]", "identity_ids[1]", "identity_ids[2]", "identity_ids[3]", "identity_ids[4]"}
+	tests := []struct {
+		name     string
+		req      []byte
+		fields   []string
+		wantText string
+	}{
+		{
+			name:     "a batch as long as fits the size limit, no entry UTF-8, is refused by its length",
+			req:      repeat(21_800, "\xff"),
+			fields:   []string{"identity_ids"},
+			wantText: "identity_ids must have at most 100 entries, got 21800",
+		},
+		{
+			name:     "one bad entry in an overlong batch of good ones is not looked at",
+			req:      append(repeat(150, uuid.NewString()), field(1, "\xff")...),
+			fields:   []string{"identity_ids"},
+			wantText: "identity_ids must have at most 100 entries, got 151",
+		},
+		{
+			name:     "a full batch, no entry UTF-8, names five entries and counts the rest",
+			req:      repeat(100, "\xff"),
+			fields:   first5,
+			wantText: "; and 95 more",
+		},
+		{
+			name:     "a full batch of ids that are not UUIDs names five and counts the rest",
+			req:      repeat(100, "not-a-uuid"),
+			fields:   first5,
+			wantText: "; and 95 more",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var resp []byte
+			err := e.cc.Invoke(t.Context(), usersv1.UsersService_BatchGetUsers_FullMethodName, tt.req, &resp, grpc.ForceCodecV2(rawCodec{}))
+			wantViolations(t, err, tt.fields...)
+			st := status.Convert(err)
+			if !strings.Contains(st.Message(), tt.wantText) {
+				t.Errorf("message %q does not say %q", st.Message(), tt.wantText)
+			}
+			if size := proto.Size(st.Proto()); size > 1<<10 {
+				t.Errorf("answer of %d bytes to a request of %d, want at most 1 KiB", size, len(tt.req))
+			}
+		})
+	}
+}
+
+// A health or reflection request that is not UTF-8 is the client's fault
+// too: INVALID_ARGUMENT, from Check and from the streams alike.
+func TestInvalidUTF8ToHealthAndReflectionIsInvalidArgument(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	bad := field(1, "\xff") // HealthCheckRequest.service, ServerReflectionRequest.host
+
+	t.Run("health Check", func(t *testing.T) {
+		var resp []byte
+		err := e.cc.Invoke(t.Context(), healthpb.Health_Check_FullMethodName, bad, &resp, grpc.ForceCodecV2(rawCodec{}))
+		wantViolations(t, err, "service")
+	})
+	for _, tt := range []struct {
+		name   string
+		method string
+		desc   grpc.StreamDesc
+		field  string
+	}{
+		{"health Watch", healthpb.Health_Watch_FullMethodName, grpc.StreamDesc{ServerStreams: true}, "service"},
+		{"reflection", reflectionpb.ServerReflection_ServerReflectionInfo_FullMethodName, grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, "host"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			stream, err := e.cc.NewStream(t.Context(), &tt.desc, tt.method, grpc.ForceCodecV2(rawCodec{}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := stream.SendMsg(bad); err != nil {
+				t.Fatal(err)
+			}
+			var resp []byte
+			wantViolations(t, stream.RecvMsg(&resp), tt.field)
+		})
 	}
 }

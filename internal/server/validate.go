@@ -11,6 +11,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Limits of the API. The migration mirrors them as CHECK constraints.
@@ -22,28 +23,71 @@ const (
 	maxBatchIDs    = 100
 )
 
-// violations collects field violations; err turns them into one
-// INVALID_ARGUMENT status carrying a google.rpc.BadRequest.
-type violations []*errdetails.BadRequest_FieldViolation
-
-func (v *violations) add(field, format string, args ...any) {
-	*v = append(*v, &errdetails.BadRequest_FieldViolation{Field: field, Description: fmt.Sprintf(format, args...)})
+// maxEntries is the bound of each repeated request field, by full name.
+// The validators hold a list to it; requestCodec refuses a longer list by
+// its length alone, before it looks at any entry.
+var maxEntries = map[protoreflect.FullName]int{
+	"agynio.api.users.v1.BatchGetUsersRequest.identity_ids": maxBatchIDs,
 }
 
-func (v violations) err() error {
-	if len(v) == 0 {
+// maxViolations is how many field violations an answer names; the rest are
+// only counted. However bad a request, its answer and log line stay a few
+// hundred bytes: a batch of 21,000 bad ids once drew a 1.8 MB answer.
+const maxViolations = 5
+
+// violations collects field violations; err turns them into one
+// INVALID_ARGUMENT status carrying a google.rpc.BadRequest.
+type violations struct {
+	named []*errdetails.BadRequest_FieldViolation // at most maxViolations
+	more  int                                     // past those, counted only
+}
+
+func (v *violations) add(field, format string, args ...any) {
+	if len(v.named) == maxViolations {
+		v.more++
+		return
+	}
+	v.named = append(v.named, &errdetails.BadRequest_FieldViolation{Field: field, Description: fmt.Sprintf(format, args...)})
+}
+
+// count is how many violations were added.
+func (v *violations) count() int { return len(v.named) + v.more }
+
+// tooMany is the violation of a list longer than its bound.
+func (v *violations) tooMany(field string, max, n int) {
+	v.add(field, "must have at most %d entries, got %d", max, n)
+}
+
+func (v *violations) err() error {
+	if st := v.status(); st != nil {
+		return st.Err()
+	}
+	return nil
+}
+
+// status is the INVALID_ARGUMENT status of the violations, nil if none:
+// the named ones in its message and details, then how many more.
+func (v *violations) status() *status.Status {
+	if len(v.named) == 0 {
 		return nil
 	}
-	msgs := make([]string, len(v))
-	for i, fv := range v {
-		msgs[i] = fv.GetField() + " " + fv.GetDescription()
+	var msg strings.Builder
+	msg.WriteString("invalid request: ")
+	for i, fv := range v.named {
+		if i > 0 {
+			msg.WriteString("; ")
+		}
+		msg.WriteString(fv.GetField() + " " + fv.GetDescription())
 	}
-	st, err := status.New(codes.InvalidArgument, "invalid request: "+strings.Join(msgs, "; ")).
-		WithDetails(&errdetails.BadRequest{FieldViolations: v})
+	if v.more > 0 {
+		fmt.Fprintf(&msg, "; and %d more", v.more)
+	}
+	st, err := status.New(codes.InvalidArgument, msg.String()).
+		WithDetails(&errdetails.BadRequest{FieldViolations: v.named})
 	if err != nil { // only if the details cannot be marshalled
-		return status.Error(codes.InvalidArgument, "invalid request: "+strings.Join(msgs, "; "))
+		return status.New(codes.InvalidArgument, msg.String())
 	}
-	return st.Err()
+	return st
 }
 
 // text checks the rules every string shares: no NUL byte (PostgreSQL's text
@@ -120,7 +164,7 @@ func parseIdentityID(s string) (uuid.UUID, bool) {
 // one by its index.
 func (v *violations) identityIDs(field string, ss []string) []uuid.UUID {
 	if len(ss) > maxBatchIDs {
-		v.add(field, "must have at most %d entries, got %d", maxBatchIDs, len(ss))
+		v.tooMany(field, maxBatchIDs, len(ss))
 		return nil
 	}
 	ids := make([]uuid.UUID, len(ss))

@@ -21,31 +21,31 @@ func FuzzValidators(f *testing.F) {
 
 		var v violations
 		v.oidcSubject("f", s)
-		if want := clean && runes >= 1 && runes <= maxOIDCSubject; (len(v) == 0) != want {
-			t.Errorf("oidcSubject(%q) accepted=%v, want %v", s, len(v) == 0, want)
+		if want := clean && runes >= 1 && runes <= maxOIDCSubject; (v.count() == 0) != want {
+			t.Errorf("oidcSubject(%q) accepted=%v, want %v", s, v.count() == 0, want)
 		}
 
-		v = nil
+		v = violations{}
 		v.name("f", s)
-		if want := clean && runes <= maxName; (len(v) == 0) != want {
-			t.Errorf("name(%q) accepted=%v, want %v", s, len(v) == 0, want)
+		if want := clean && runes <= maxName; (v.count() == 0) != want {
+			t.Errorf("name(%q) accepted=%v, want %v", s, v.count() == 0, want)
 		}
 
-		v = nil
+		v = violations{}
 		v.email("f", s)
-		if len(v) == 0 && s != "" {
+		if v.count() == 0 && s != "" {
 			addr, err := mail.ParseAddress(s)
 			if !clean || runes > maxEmail || err != nil || addr.Address != s {
 				t.Errorf("email(%q) accepted an invalid address", s)
 			}
 		}
-		if len(v) > 1 {
-			t.Errorf("email(%q) gave %d violations for one field", s, len(v))
+		if v.count() > 1 {
+			t.Errorf("email(%q) gave %d violations for one field", s, v.count())
 		}
 
-		v = nil
+		v = violations{}
 		v.photoURL("f", s)
-		if len(v) == 0 && s != "" {
+		if v.count() == 0 && s != "" {
 			u, err := url.Parse(s)
 			if !clean || runes > maxPhotoURL || err != nil || u.Host == "" ||
 				(strings.ToLower(u.Scheme) != "http" && strings.ToLower(u.Scheme) != "https") {
@@ -53,9 +53,9 @@ func FuzzValidators(f *testing.F) {
 			}
 		}
 
-		v = nil
+		v = violations{}
 		id := v.identityID("f", s)
-		if len(v) == 0 && id.String() != strings.ToLower(s) {
+		if v.count() == 0 && id.String() != strings.ToLower(s) {
 			t.Errorf("identityID(%q) accepted it as %s", s, id)
 		}
 	})
