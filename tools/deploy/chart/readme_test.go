@@ -130,3 +130,111 @@ func TestReadmeTerraform(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeTerraformKeepsSecretsOutOfApplications: no variable declared
+// sensitive, and no Secret's data, reaches an Argo CD Application's Helm
+// values, directly or through locals (anyone who can read the Application
+// can read its values); each Application takes its credentials from a
+// Secret Terraform writes instead, by name.
+func TestReadmeTerraformKeepsSecretsOutOfApplications(t *testing.T) {
+	t.Parallel()
+	blocks := regexp.MustCompile("(?s)```hcl\n(.*?)```").FindAllStringSubmatch(readme(t), -1)
+	if len(blocks) == 0 {
+		t.Fatal("no ```hcl block in README.md")
+	}
+	for i, b := range blocks {
+		f, diags := hclsyntax.ParseConfig([]byte(b[1]), "README.md", hcl.InitialPos)
+		if diags.HasErrors() {
+			t.Fatalf("hcl block %d: %v", i+1, diags)
+		}
+		body := f.Body.(*hclsyntax.Body)
+		sensitive := map[string]bool{}
+		locals := map[string]hclsyntax.Expression{}
+		for _, blk := range body.Blocks {
+			switch {
+			case blk.Type == "variable" && len(blk.Labels) == 1:
+				if a, ok := blk.Body.Attributes["sensitive"]; ok {
+					if v, diags := a.Expr.Value(nil); !diags.HasErrors() && v.True() {
+						sensitive[blk.Labels[0]] = true
+					}
+				}
+			case blk.Type == "locals":
+				for name, a := range blk.Body.Attributes {
+					locals[name] = a.Expr
+				}
+			}
+		}
+		if len(sensitive) == 0 {
+			t.Errorf("hcl block %d declares no sensitive variable: the database password should be one", i+1)
+		}
+
+		// reaches lists what expr refers to, following locals: variables
+		// as "var.x", resources as their full traversal.
+		var reaches func(expr hclsyntax.Expression, seen map[string]bool) []string
+		reaches = func(expr hclsyntax.Expression, seen map[string]bool) []string {
+			var out []string
+			for _, tr := range expr.Variables() {
+				var parts []string
+				for _, step := range tr {
+					switch s := step.(type) {
+					case hcl.TraverseRoot:
+						parts = append(parts, s.Name)
+					case hcl.TraverseAttr:
+						parts = append(parts, s.Name)
+					}
+				}
+				ref := strings.Join(parts, ".")
+				if parts[0] == "local" && len(parts) > 1 && !seen[parts[1]] {
+					seen[parts[1]] = true
+					if e, ok := locals[parts[1]]; ok {
+						out = append(out, reaches(e, seen)...)
+					}
+					continue
+				}
+				out = append(out, ref)
+			}
+			return out
+		}
+
+		apps := 0
+		for _, blk := range body.Blocks {
+			if blk.Type != "resource" || len(blk.Labels) != 2 || blk.Labels[0] != "argocd_application" {
+				continue
+			}
+			apps++
+			app := blk.Labels[1]
+			var refs []string
+			var walk func(*hclsyntax.Body, bool)
+			walk = func(b *hclsyntax.Body, inHelm bool) {
+				if inHelm {
+					for _, a := range b.Attributes {
+						refs = append(refs, reaches(a.Expr, map[string]bool{})...)
+					}
+				}
+				for _, nested := range b.Blocks {
+					walk(nested.Body, inHelm || nested.Type == "helm")
+				}
+			}
+			walk(blk.Body, false)
+
+			namesSecret := false
+			for _, ref := range refs {
+				if name, ok := strings.CutPrefix(ref, "var."); ok && sensitive[name] {
+					t.Errorf("argocd_application.%s: the sensitive var.%s reaches its Helm values", app, name)
+				}
+				if strings.HasPrefix(ref, "kubernetes_secret_v1.") {
+					if strings.Contains(ref, ".data") {
+						t.Errorf("argocd_application.%s: Secret data %s reaches its Helm values", app, ref)
+					}
+					namesSecret = namesSecret || strings.HasSuffix(ref, ".metadata.name")
+				}
+			}
+			if !namesSecret {
+				t.Errorf("argocd_application.%s: its Helm values name no Secret Terraform writes (refers to %v)", app, refs)
+			}
+		}
+		if apps != 2 {
+			t.Errorf("hcl block %d has %d argocd_application resources, want 2 (the database and the service)", i+1, apps)
+		}
+	}
+}
