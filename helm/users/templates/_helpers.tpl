@@ -39,6 +39,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: server
 {{- end }}
 
+{{/*
+The admin Service's own labels, by which the ServiceMonitor picks it and
+not the client Service. It selects the same pods as the client Service.
+*/}}
+{{- define "users.adminServiceLabels" -}}
+app.kubernetes.io/name: {{ include "users.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: admin
+{{- end }}
+
 {{- define "users.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "users.fullname" .) .Values.serviceAccount.name }}
@@ -102,9 +112,19 @@ express. Every template that needs them includes it; it renders nothing.
 {{- range .Values.env }}
 {{- $fromEnv = append $fromEnv .name }}
 {{- end }}
-{{- range list "GRPC_ADDRESS" "ADMIN_ADDRESS" "SHUTDOWN_TIMEOUT" "GRPC_TLS_CERT_FILE" "GRPC_TLS_KEY_FILE" "GRPC_TLS_CLIENT_CA_FILE" }}
-{{- if has . $fromEnv }}
-{{- fail (printf "env sets %s, which the chart sets itself: use containerPorts, shutdownTimeoutSeconds or tls instead" .) }}
+{{- $chartSets := dict
+  "GRPC_ADDRESS" "containerPorts.grpc"
+  "ADMIN_ADDRESS" "containerPorts.admin"
+  "SHUTDOWN_TIMEOUT" "shutdownTimeoutSeconds"
+  "DRAIN_DELAY" "drainDelaySeconds"
+  "DB_MAX_CONNS" "database.maxConns"
+  "GOMAXPROCS" "resources (the CPU request, or a CPU limit the runtime reads itself)"
+  "GRPC_TLS_CERT_FILE" "tls"
+  "GRPC_TLS_KEY_FILE" "tls"
+  "GRPC_TLS_CLIENT_CA_FILE" "tls.clientAuth" }}
+{{- range $name := keys $chartSets | sortAlpha }}
+{{- if has $name $fromEnv }}
+{{- fail (printf "env sets %s, which the chart sets itself: use %s instead" $name (get $chartSets $name)) }}
 {{- end }}
 {{- end }}
 {{- if and .Values.database.url (include "users.envHasDatabaseURL" .) }}
@@ -113,9 +133,9 @@ express. Every template that needs them includes it; it renders nothing.
 {{- if not (or .Values.database.url (include "users.envHasDatabaseURL" .) .Values.database.existingSecret.name) }}
 {{- fail "DATABASE_URL is not set: give database.existingSecret.name (a Secret with the PostgreSQL URL) or, for development, database.url" }}
 {{- end }}
-{{- $drain := add .Values.shutdownTimeoutSeconds .Values.lifecycle.preStopSleepSeconds }}
+{{- $drain := add .Values.lifecycle.preStopSleepSeconds .Values.drainDelaySeconds .Values.shutdownTimeoutSeconds }}
 {{- if le (int .Values.terminationGracePeriodSeconds) (int $drain) }}
-{{- fail (printf "terminationGracePeriodSeconds (%d) must be greater than shutdownTimeoutSeconds plus lifecycle.preStopSleepSeconds (%d), or the kubelet kills the pod before it has drained" (int .Values.terminationGracePeriodSeconds) (int $drain)) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be greater than lifecycle.preStopSleepSeconds plus drainDelaySeconds plus shutdownTimeoutSeconds (%d), or the kubelet kills the pod before it has drained" (int .Values.terminationGracePeriodSeconds) (int $drain)) }}
 {{- end }}
 {{- if .Values.tls.enabled }}
 {{- if not .Values.tls.secretName }}

@@ -171,22 +171,27 @@ func TestEverythingEnabled(t *testing.T) {
 }
 
 // checkGracePeriod: the kubelet must not kill the pod before the service
-// has drained for SHUTDOWN_TIMEOUT after the preStop hook.
+// has gone through the preStop hook, accepted calls for DRAIN_DELAY and
+// drained for SHUTDOWN_TIMEOUT.
 func checkGracePeriod(t *testing.T, spec corev1.PodSpec, c corev1.Container) {
 	t.Helper()
-	e, ok := envVar(c, "SHUTDOWN_TIMEOUT")
-	if !ok {
-		t.Fatal("no SHUTDOWN_TIMEOUT")
-	}
-	drain, err := time.ParseDuration(e.Value)
-	if err != nil {
-		t.Fatalf("SHUTDOWN_TIMEOUT %q: %v", e.Value, err)
+	var drain time.Duration
+	for _, name := range []string{"DRAIN_DELAY", "SHUTDOWN_TIMEOUT"} {
+		e, ok := envVar(c, name)
+		if !ok {
+			t.Fatalf("no %s", name)
+		}
+		d, err := time.ParseDuration(e.Value)
+		if err != nil {
+			t.Fatalf("%s %q: %v", name, e.Value, err)
+		}
+		drain += d
 	}
 	if c.Lifecycle != nil && c.Lifecycle.PreStop != nil && c.Lifecycle.PreStop.Sleep != nil {
 		drain += time.Duration(c.Lifecycle.PreStop.Sleep.Seconds) * time.Second
 	}
 	if grace := time.Duration(*spec.TerminationGracePeriodSeconds) * time.Second; grace <= drain {
-		t.Errorf("terminationGracePeriodSeconds %s, want more than preStop plus SHUTDOWN_TIMEOUT (%s)", grace, drain)
+		t.Errorf("terminationGracePeriodSeconds %s, want more than preStop plus DRAIN_DELAY plus SHUTDOWN_TIMEOUT (%s)", grace, drain)
 	}
 }
 

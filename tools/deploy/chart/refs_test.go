@@ -40,15 +40,22 @@ func TestReferences(t *testing.T) {
 			}
 			selects("Deployment", mustSelector(t, d.Spec.Selector))
 
-			svc := find[*corev1.Service](t, objs)
-			selects("Service", labels.SelectorFromSet(svc.Spec.Selector))
-			svcPorts := map[string]bool{}
-			for _, p := range svc.Spec.Ports {
-				svcPorts[p.Name] = true
-				hasContainerPort(t, "Service port "+p.Name, c, p.TargetPort)
+			// Ports by Service name: the client Service and the admin one.
+			svcPorts := map[string]map[string]bool{}
+			for _, o := range objs {
+				svc, ok := o.Object.(*corev1.Service)
+				if !ok {
+					continue
+				}
+				selects("Service "+svc.Name, labels.SelectorFromSet(svc.Spec.Selector))
+				svcPorts[svc.Name] = map[string]bool{}
+				for _, p := range svc.Spec.Ports {
+					svcPorts[svc.Name][p.Name] = true
+					hasContainerPort(t, "Service "+svc.Name+" port "+p.Name, c, p.TargetPort)
+				}
 			}
-			if !svcPorts["grpc"] || !svcPorts["admin"] {
-				t.Errorf("Service ports %v, want grpc and admin", svcPorts)
+			if !svcPorts["users"]["grpc"] || !svcPorts["users-admin"]["admin"] {
+				t.Errorf("Service ports %v, want grpc on users and admin on users-admin", svcPorts)
 			}
 			for _, p := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe} {
 				if p.HTTPGet != nil {
@@ -71,12 +78,16 @@ func TestReferences(t *testing.T) {
 						}
 					}
 				case *monitoringv1.ServiceMonitor:
-					if !mustSelector(t, &v.Spec.Selector).Matches(labels.Set(svc.Labels)) {
-						t.Errorf("ServiceMonitor selector does not select the Service's labels %v", svc.Labels)
-					}
-					for _, e := range v.Spec.Endpoints {
-						if !svcPorts[e.Port] {
-							t.Errorf("ServiceMonitor scrapes Service port %q, which does not exist", e.Port)
+					sel := mustSelector(t, &v.Spec.Selector)
+					for _, o := range objs {
+						svc, ok := o.Object.(*corev1.Service)
+						if !ok || !sel.Matches(labels.Set(svc.Labels)) {
+							continue
+						}
+						for _, e := range v.Spec.Endpoints {
+							if !svcPorts[svc.Name][e.Port] {
+								t.Errorf("ServiceMonitor scrapes port %q of Service %s, which has none", e.Port, svc.Name)
+							}
 						}
 					}
 				case *autoscalingv2.HorizontalPodAutoscaler:

@@ -43,12 +43,37 @@ func TestRefusals(t *testing.T) {
 		{
 			name:    "a grace period no longer than the drain",
 			args:    []string{"--set", "terminationGracePeriodSeconds=20"},
-			wantErr: "terminationGracePeriodSeconds (20) must be greater than shutdownTimeoutSeconds plus lifecycle.preStopSleepSeconds (20)",
+			wantErr: "terminationGracePeriodSeconds (20) must be greater than lifecycle.preStopSleepSeconds plus drainDelaySeconds plus shutdownTimeoutSeconds (25)",
+		},
+		{
+			name:    "a grace period that forgets the drain delay",
+			args:    []string{"--set", "terminationGracePeriodSeconds=25"},
+			wantErr: "terminationGracePeriodSeconds (25) must be greater than lifecycle.preStopSleepSeconds plus drainDelaySeconds plus shutdownTimeoutSeconds (25)",
 		},
 		{
 			name:    "a grace period that forgets the preStop sleep",
 			args:    []string{"--set", "lifecycle.preStopSleepSeconds=10"},
-			wantErr: "must be greater than shutdownTimeoutSeconds plus lifecycle.preStopSleepSeconds (30)",
+			wantErr: "must be greater than lifecycle.preStopSleepSeconds plus drainDelaySeconds plus shutdownTimeoutSeconds (35)",
+		},
+		{
+			name:    "a negative drain delay",
+			args:    []string{"--set", "drainDelaySeconds=-1"},
+			wantErr: "/drainDelaySeconds",
+		},
+		{
+			name:    "a pool of no connections",
+			args:    []string{"--set", "database.maxConns=0"},
+			wantErr: "/database/maxConns",
+		},
+		{
+			name:    "a NetworkPolicy peer that is not one",
+			args:    []string{"--set", "networkPolicy.grpcFrom[0].podselector.matchLabels.app=gateway"},
+			wantErr: "additional properties 'podselector' not allowed",
+		},
+		{
+			name:    "an empty NetworkPolicy peer, which the API server refuses",
+			args:    []string{"--set-json", `networkPolicy.adminFrom=[{}]`},
+			wantErr: "/networkPolicy/adminFrom/0",
 		},
 		{
 			name:    "TLS with the kubelet's gRPC probes, which cannot speak it",
@@ -73,7 +98,22 @@ func TestRefusals(t *testing.T) {
 		{
 			name:    "env setting what the chart sets",
 			args:    []string{"--set", "env[0].name=SHUTDOWN_TIMEOUT,env[0].value=5s"},
-			wantErr: "env sets SHUTDOWN_TIMEOUT, which the chart sets itself",
+			wantErr: "env sets SHUTDOWN_TIMEOUT, which the chart sets itself: use shutdownTimeoutSeconds instead",
+		},
+		{
+			name:    "env setting the drain delay",
+			args:    []string{"--set", "env[0].name=DRAIN_DELAY,env[0].value=1s"},
+			wantErr: "env sets DRAIN_DELAY, which the chart sets itself: use drainDelaySeconds instead",
+		},
+		{
+			name:    "env setting the pool size",
+			args:    []string{"--set", "env[0].name=DB_MAX_CONNS,env[0].value=64"},
+			wantErr: "env sets DB_MAX_CONNS, which the chart sets itself: use database.maxConns instead",
+		},
+		{
+			name:    "env setting GOMAXPROCS",
+			args:    []string{"--set", "env[0].name=GOMAXPROCS,env[0].value=8"},
+			wantErr: "env sets GOMAXPROCS, which the chart sets itself: use resources",
 		},
 		{
 			name:    "an HPA whose minimum exceeds its maximum",

@@ -60,12 +60,14 @@ func TestLintStrict(t *testing.T) {
 
 func TestRenderedKinds(t *testing.T) {
 	t.Parallel()
-	base := []string{"Deployment/users", "Job/users-migrate", "PodDisruptionBudget/users", "Service/users", "ServiceAccount/users"}
 	want := map[string][]string{
-		"default values": base,
+		"default values": {
+			"Deployment/users", "Job/users-migrate", "NetworkPolicy/users", "PodDisruptionBudget/users",
+			"Service/users", "Service/users-admin", "ServiceAccount/users",
+		},
 		"everything enabled": {
 			"Deployment/users", "HorizontalPodAutoscaler/users", "Job/users-migrate", "NetworkPolicy/users",
-			"PodDisruptionBudget/users", "Service/users", "ServiceAccount/users-server", "ServiceMonitor/users",
+			"PodDisruptionBudget/users", "Service/users", "Service/users-admin", "ServiceAccount/users-server", "ServiceMonitor/users",
 		},
 	}
 	for _, vs := range valueSets {

@@ -2,6 +2,7 @@ package devspace
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,6 +13,8 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
@@ -183,7 +186,8 @@ func TestDevSelectsTheChartsPod(t *testing.T) {
 }
 
 // TestE2EJobCallsTheService: the e2e Job runs the image built from the e2e
-// stage and calls the Service the chart creates, on its gRPC port.
+// stage and calls the Service the chart creates, on its gRPC port, and the
+// chart's NetworkPolicy admits it there.
 func TestE2EJobCallsTheService(t *testing.T) {
 	t.Parallel()
 	c := load(t)
@@ -214,13 +218,31 @@ func TestE2EJobCallsTheService(t *testing.T) {
 		}
 	}
 	want := ""
+	var grpcPort corev1.ContainerPort
 	for _, o := range renderChart(t, c) {
-		if o.GVK.Kind == "Service" {
-			want = o.Name + ":50051"
+		switch v := o.Object.(type) {
+		case *corev1.Service:
+			for _, p := range v.Spec.Ports {
+				if p.Name == "grpc" {
+					want = fmt.Sprintf("%s:%d", v.Name, p.Port)
+				}
+			}
+		case *appsv1.Deployment:
+			for _, p := range v.Spec.Template.Spec.Containers[0].Ports {
+				if p.Name == "grpc" {
+					grpcPort = p
+				}
+			}
 		}
 	}
 	if address != want {
-		t.Errorf("e2e Job USERS_ADDRESS %q, want the chart's Service %q", address, want)
+		t.Errorf("e2e Job USERS_ADDRESS %q, want the chart's gRPC Service %q", address, want)
+	}
+	e2e := kube.Peer{Namespace: "dev", Labels: job.Spec.Template.Labels}
+	for _, o := range renderChart(t, c) {
+		if np, ok := o.Object.(*networkingv1.NetworkPolicy); ok && !kube.Admits(np, "dev", e2e, grpcPort) {
+			t.Errorf("the chart's NetworkPolicy does not admit the e2e Job's pod %v on gRPC", job.Spec.Template.Labels)
+		}
 	}
 }
 

@@ -1,0 +1,122 @@
+package chart
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// certificate is the part of cert-manager's Certificate (cert-manager.io/v1)
+// the README's example uses; decoding strictly into it catches a misspelt
+// field.
+type certificate struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Metadata   struct {
+		Name      string `json:"name"`
+		Namespace string `json:"namespace"`
+	} `json:"metadata"`
+	Spec struct {
+		SecretName string `json:"secretName"`
+		IssuerRef  struct {
+			Group string `json:"group"`
+			Kind  string `json:"kind"`
+			Name  string `json:"name"`
+		} `json:"issuerRef"`
+		DNSNames   []string `json:"dnsNames"`
+		Usages     []string `json:"usages"`
+		PrivateKey struct {
+			Algorithm      string `json:"algorithm"`
+			Size           int    `json:"size"`
+			RotationPolicy string `json:"rotationPolicy"`
+		} `json:"privateKey"`
+	} `json:"spec"`
+}
+
+// TestReadmeYAML: every ```yaml block of the README is either a
+// Kubernetes object or chart values, and the values render. The TLS
+// example is the one the README promises is one value away: its values
+// turn on mutual TLS with HTTP probes, from the Secret its cert-manager
+// Certificate writes, for the names the client Service answers to.
+func TestReadmeYAML(t *testing.T) {
+	t.Parallel()
+	var certs []certificate
+	var tlsValues int
+	for i, b := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(readme(t), -1) {
+		src := []byte(b[1])
+		var head struct {
+			Kind string `json:"kind"`
+		}
+		if err := yaml.Unmarshal(src, &head); err != nil {
+			t.Fatalf("yaml block %d: %v", i+1, err)
+		}
+		if head.Kind != "" {
+			if head.Kind != "Certificate" {
+				t.Errorf("yaml block %d: a %s; the test knows Certificate only", i+1, head.Kind)
+				continue
+			}
+			var c certificate
+			if err := yaml.UnmarshalStrict(src, &c); err != nil {
+				t.Errorf("yaml block %d (Certificate): %v", i+1, err)
+			}
+			certs = append(certs, c)
+			continue
+		}
+
+		file := filepath.Join(t.TempDir(), "values.yaml")
+		if err := os.WriteFile(file, src, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		objs := decode(t, "-f", file)
+		var v struct {
+			TLS struct {
+				Enabled    bool   `json:"enabled"`
+				SecretName string `json:"secretName"`
+				ClientAuth bool   `json:"clientAuth"`
+			} `json:"tls"`
+		}
+		if err := yaml.Unmarshal(src, &v); err != nil {
+			t.Fatal(err)
+		}
+		if !v.TLS.Enabled {
+			continue
+		}
+		tlsValues++
+		if !v.TLS.ClientAuth {
+			t.Errorf("yaml block %d: the TLS example does not show mutual TLS (tls.clientAuth)", i+1)
+		}
+		d := find[*appsv1.Deployment](t, objs)
+		c := container(t, d.Spec.Template.Spec, "users")
+		for _, name := range []string{"GRPC_TLS_CERT_FILE", "GRPC_TLS_KEY_FILE", "GRPC_TLS_CLIENT_CA_FILE"} {
+			if _, ok := envVar(c, name); !ok {
+				t.Errorf("yaml block %d: no %s", i+1, name)
+			}
+		}
+		if c.ReadinessProbe.HTTPGet == nil || c.LivenessProbe.HTTPGet == nil {
+			t.Errorf("yaml block %d: TLS with probes other than HTTP", i+1)
+		}
+		for _, cert := range certs {
+			if cert.Spec.SecretName != v.TLS.SecretName {
+				t.Errorf("yaml block %d: tls.secretName %q, but the Certificate writes %q", i+1, v.TLS.SecretName, cert.Spec.SecretName)
+			}
+			svc := named[*corev1.Service](t, objs, "users")
+			for _, dns := range []string{svc.Name, svc.Name + ".platform.svc"} {
+				if !slices.Contains(cert.Spec.DNSNames, dns) {
+					t.Errorf("the Certificate's dnsNames %v lack %s, which clients call", cert.Spec.DNSNames, dns)
+				}
+			}
+			if !slices.Contains(cert.Spec.Usages, "server auth") {
+				t.Errorf("the Certificate's usages %v lack server auth", cert.Spec.Usages)
+			}
+		}
+	}
+	if len(certs) != 1 || tlsValues != 1 {
+		t.Errorf("README has %d Certificate and %d TLS values examples, want one each, the Certificate first", len(certs), tlsValues)
+	}
+}
