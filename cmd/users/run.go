@@ -121,7 +121,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		server.WithStatsHandler(tracing.GRPCStatsHandler()),
 	}
 	if cfg.TLS.Enabled() {
-		creds, err := grpctls.New(cfg.TLS, grpctls.DefaultRefresh)
+		creds, err := grpctls.New(cfg.TLS, grpctls.DefaultRefresh, log)
 		if err != nil {
 			return err
 		}

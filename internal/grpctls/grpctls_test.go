@@ -282,7 +282,7 @@ func TestNewRefusesBadTLSFilesNamingTheVariable(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			creds, err := grpctls.New(tc.cfg, refresh)
+			creds, err := grpctls.New(tc.cfg, refresh, discard)
 			if creds != nil {
 				creds.Close()
 				t.Fatalf("New succeeded; want an error naming %s", tc.want)
@@ -299,7 +299,7 @@ func TestNewRefusesBadTLSFilesNamingTheVariable(t *testing.T) {
 
 	// The same files, rightly paired, are fine: the cases above fail for
 	// the one fault each has.
-	creds, err := grpctls.New(config.TLS{CertFile: cert, KeyFile: key, ClientCAFile: file("ca.crt", ca.PEM)}, refresh)
+	creds, err := grpctls.New(config.TLS{CertFile: cert, KeyFile: key, ClientCAFile: file("ca.crt", ca.PEM)}, refresh, discard)
 	if err != nil {
 		t.Fatalf("New with good files: %v", err)
 	}
@@ -308,7 +308,7 @@ func TestNewRefusesBadTLSFilesNamingTheVariable(t *testing.T) {
 
 func newCredentials(t *testing.T, cfg config.TLS) *grpctls.Credentials {
 	t.Helper()
-	creds, err := grpctls.New(cfg, refresh)
+	creds, err := grpctls.New(cfg, refresh, discard)
 	if err != nil {
 		t.Fatalf("grpctls.New: %v", err)
 	}
