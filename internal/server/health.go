@@ -46,12 +46,17 @@ func newHealth() *Health {
 	return h
 }
 
+// set is the database's status, unless Shutdown came first.
 func (h *Health) set(status healthpb.HealthCheckResponse_ServingStatus) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.shuttingDown {
 		return
 	}
+	h.setLocked(status)
+}
+
+func (h *Health) setLocked(status healthpb.HealthCheckResponse_ServingStatus) {
 	h.SetServingStatus("", status)
 	h.SetServingStatus(usersv1.UsersService_ServiceDesc.ServiceName, status)
 }
@@ -62,11 +67,15 @@ func (h *Health) set(status healthpb.HealthCheckResponse_ServingStatus) {
 // LivenessService stays SERVING: the drain is the process working, and a
 // liveness probe failing through it would kill the calls it waits for.
 // (health.Server's own Shutdown would turn every service NOT_SERVING.)
+//
+// The status and the flag that keeps it are set in one step, under the
+// lock that set takes: a database check landing in between would
+// otherwise turn health SERVING again for the whole drain.
 func (h *Health) Shutdown() {
 	h.shutdownOnce.Do(func() {
-		h.set(healthpb.HealthCheckResponse_NOT_SERVING)
 		h.mu.Lock()
 		h.shuttingDown = true
+		h.setLocked(healthpb.HealthCheckResponse_NOT_SERVING)
 		h.mu.Unlock()
 		time.AfterFunc(watchGrace, h.endWatches)
 	})
