@@ -180,7 +180,10 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	log.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
 	stopWatch()
-	healthSrv.Shutdown() // NOT_SERVING for good, so balancers stop sending; Watch streams end
+	healthSrv.Shutdown() // NOT_SERVING for good, so balancers stop sending
+	// The drain: no new connections or calls, and the streaming calls
+	// (health Watch, reflection), which would hold it, are ended.
+	healthSrv.EndStreams()
 	drained := make(chan struct{})
 	go func() { srv.GracefulStop(); close(drained) }()
 	select {

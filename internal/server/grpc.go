@@ -108,7 +108,7 @@ func NewGRPCServer(s *Server, log *slog.Logger, opts ...Option) (*grpc.Server, *
 		calls.stream,
 		recovery.StreamServerInterceptor(recovered),
 		rejectInvalidStreamRequests,
-		healthSrv.endWatchesOnShutdown,
+		healthSrv.endStreamsOnDrain,
 	)
 
 	serverOpts := []grpc.ServerOption{

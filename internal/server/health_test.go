@@ -82,9 +82,9 @@ func TestHealthTracksTheDatabase(t *testing.T) {
 	waitForStatus(t, h, healthpb.HealthCheckResponse_SERVING)
 }
 
-// Shutdown ends open Watch streams once they have heard NOT_SERVING: a
+// EndStreams ends open Watch streams once they have heard NOT_SERVING: a
 // graceful stop would otherwise wait for them until its timeout.
-func TestHealthShutdownEndsWatchStreams(t *testing.T) {
+func TestHealthEndStreamsEndsWatchStreams(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	watch, err := healthpb.NewHealthClient(e.cc).Watch(t.Context(), &healthpb.HealthCheckRequest{Service: "agynio.api.users.v1.UsersService"})
@@ -95,6 +95,7 @@ func TestHealthShutdownEndsWatchStreams(t *testing.T) {
 		t.Fatalf("first answer %v, %v; want NOT_SERVING (no database check yet)", resp.GetStatus(), err)
 	}
 	e.health.Shutdown()
+	e.health.EndStreams()
 	done := make(chan error, 1)
 	go func() {
 		for {
