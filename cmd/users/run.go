@@ -119,6 +119,10 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	opts := []server.Option{
 		server.WithMetrics(metrics.GRPC),
 		server.WithStatsHandler(tracing.GRPCStatsHandler()),
+		// An aged connection's calls finish within the grace: a call makes
+		// at most two database calls (a login that loses a race), each
+		// bounded by DB_TIMEOUT.
+		server.WithMaxConnectionAge(server.MaxConnectionAge, max(server.MaxConnectionAgeGrace, 2*cfg.DBTimeout+5*time.Second)),
 	}
 	if cfg.TLS.Enabled() {
 		creds, err := grpctls.New(cfg.TLS, grpctls.DefaultRefresh, log)

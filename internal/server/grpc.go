@@ -29,6 +29,19 @@ const (
 	MaxConcurrentStreams = 256 // per connection
 )
 
+// A connection is sent GOAWAY once it is MaxConnectionAge old (gRPC adds
+// up to 10% either way), so that clients spread over the replicas there
+// are now, new ones included, rather than staying on those they first
+// reached. Calls in flight then have MaxConnectionAgeGrace to finish
+// before the connection is closed: far longer than a call takes (each
+// database call is bounded by DB_TIMEOUT; serve raises the grace for a
+// long one). Long-lived streams (health Watch) are cut then, and clients
+// open them again on their new connection.
+const (
+	MaxConnectionAge      = 5 * time.Minute
+	MaxConnectionAgeGrace = 30 * time.Second
+)
+
 // keepalive: ping idle clients so that dead connections are noticed, and
 // refuse clients that ping more often than once in 10s (GOAWAY
 // ENHANCE_YOUR_CALM), which would otherwise cost the server for nothing.
@@ -48,10 +61,12 @@ var (
 type Option func(*options)
 
 type options struct {
-	metrics              *grpcprom.ServerMetrics
-	creds                credentials.TransportCredentials
-	statsHandler         stats.Handler
-	maxConcurrentStreams uint32
+	metrics               *grpcprom.ServerMetrics
+	creds                 credentials.TransportCredentials
+	statsHandler          stats.Handler
+	maxConcurrentStreams  uint32
+	maxConnectionAge      time.Duration
+	maxConnectionAgeGrace time.Duration
 }
 
 // WithMetrics records per-method counters and latency histograms.
@@ -71,12 +86,23 @@ func WithMaxConcurrentStreams(n uint32) Option {
 	return func(o *options) { o.maxConcurrentStreams = n }
 }
 
+// WithMaxConnectionAge replaces MaxConnectionAge and MaxConnectionAgeGrace
+// (serve raises the grace above the longest call DB_TIMEOUT allows; tests
+// use a short age to see it hold).
+func WithMaxConnectionAge(age, grace time.Duration) Option {
+	return func(o *options) { o.maxConnectionAge, o.maxConnectionAgeGrace = age, grace }
+}
+
 // NewGRPCServer returns the gRPC server the binary runs, with s as
 // UsersService, the grpc.health.v1 service (returned NOT_SERVING, for
 // DatabaseWatch to set and shutdown to end) and server reflection (so
 // grpcurl works without proto files).
 func NewGRPCServer(s *Server, log *slog.Logger, opts ...Option) (*grpc.Server, *Health) {
-	o := options{maxConcurrentStreams: MaxConcurrentStreams}
+	o := options{
+		maxConcurrentStreams:  MaxConcurrentStreams,
+		maxConnectionAge:      MaxConnectionAge,
+		maxConnectionAgeGrace: MaxConnectionAgeGrace,
+	}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -110,6 +136,9 @@ func NewGRPCServer(s *Server, log *slog.Logger, opts ...Option) (*grpc.Server, *
 		rejectInvalidStreamRequests,
 		healthSrv.endStreamsOnDrain,
 	)
+	connParams := keepaliveParams
+	connParams.MaxConnectionAge = o.maxConnectionAge
+	connParams.MaxConnectionAgeGrace = o.maxConnectionAgeGrace
 
 	serverOpts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(requestCodec{encoding.GetCodecV2("proto")}),
@@ -117,7 +146,7 @@ func NewGRPCServer(s *Server, log *slog.Logger, opts ...Option) (*grpc.Server, *
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(MaxRequestBytes),
 		grpc.MaxConcurrentStreams(o.maxConcurrentStreams),
-		grpc.KeepaliveParams(keepaliveParams),
+		grpc.KeepaliveParams(connParams),
 		grpc.KeepaliveEnforcementPolicy(keepalivePolicy),
 	}
 	if o.creds != nil {
