@@ -118,6 +118,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	// gRPC server, with health and reflection.
 	opts := []server.Option{
 		server.WithMetrics(metrics.GRPC),
+		server.WithRejectedCounter(metrics.RejectedCalls),
 		server.WithStatsHandler(tracing.GRPCStatsHandler()),
 		// An aged connection's calls finish within the grace: a call makes
 		// at most two database calls (a login that loses a race), each

@@ -8,6 +8,7 @@ import (
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -62,6 +63,7 @@ type Option func(*options)
 
 type options struct {
 	metrics               *grpcprom.ServerMetrics
+	rejected              *prometheus.CounterVec
 	creds                 credentials.TransportCredentials
 	statsHandler          stats.Handler
 	maxConcurrentStreams  uint32
@@ -72,12 +74,20 @@ type options struct {
 // WithMetrics records per-method counters and latency histograms.
 func WithMetrics(m *grpcprom.ServerMetrics) Option { return func(o *options) { o.metrics = m } }
 
+// WithRejectedCounter counts the calls that gRPC refuses before any
+// interceptor, and so the per-method metrics, sees them (see rejections),
+// in a counter labelled grpc_service, grpc_method and grpc_code.
+func WithRejectedCounter(c *prometheus.CounterVec) Option {
+	return func(o *options) { o.rejected = c }
+}
+
 // WithCredentials serves TLS (or mutual TLS) instead of plaintext.
 func WithCredentials(c credentials.TransportCredentials) Option {
 	return func(o *options) { o.creds = c }
 }
 
 // WithStatsHandler instruments every RPC (OpenTelemetry spans); nil is none.
+// It comes beside the server's own stats handler (see rejections).
 func WithStatsHandler(h stats.Handler) Option { return func(o *options) { o.statsHandler = h } }
 
 // WithMaxConcurrentStreams replaces MaxConcurrentStreams (tests use a
@@ -107,6 +117,7 @@ func NewGRPCServer(s *Server, log *slog.Logger, opts ...Option) (*grpc.Server, *
 		opt(&o)
 	}
 	healthSrv := newHealth()
+	rejected := &rejections{counter: o.rejected, log: log}
 
 	// A panic is an INTERNAL status for that one call and a logged stack,
 	// not a crash of every call in flight. Recovery comes first in each
@@ -119,8 +130,10 @@ func NewGRPCServer(s *Server, log *slog.Logger, opts ...Option) (*grpc.Server, *
 		return status.Error(codes.Internal, "internal error")
 	})
 	calls := callLog{log}
-	unary := []grpc.UnaryServerInterceptor{recovery.UnaryServerInterceptor(recovered)}
-	stream := []grpc.StreamServerInterceptor{recovery.StreamServerInterceptor(recovered)}
+	// First of all, the mark that a call got past gRPC's own checks: the
+	// calls that never get here are the ones rejections counts and logs.
+	unary := []grpc.UnaryServerInterceptor{rejected.unary, recovery.UnaryServerInterceptor(recovered)}
+	stream := []grpc.StreamServerInterceptor{rejected.stream, recovery.StreamServerInterceptor(recovered)}
 	if o.metrics != nil {
 		unary = append(unary, o.metrics.UnaryServerInterceptor())
 		stream = append(stream, o.metrics.StreamServerInterceptor())
@@ -148,6 +161,7 @@ func NewGRPCServer(s *Server, log *slog.Logger, opts ...Option) (*grpc.Server, *
 		grpc.MaxConcurrentStreams(o.maxConcurrentStreams),
 		grpc.KeepaliveParams(connParams),
 		grpc.KeepaliveEnforcementPolicy(keepalivePolicy),
+		grpc.StatsHandler(rejected),
 	}
 	if o.creds != nil {
 		serverOpts = append(serverOpts, grpc.Creds(o.creds))
@@ -159,6 +173,7 @@ func NewGRPCServer(s *Server, log *slog.Logger, opts ...Option) (*grpc.Server, *
 	usersv1.RegisterUsersServiceServer(srv, s)
 	healthpb.RegisterHealthServer(srv, healthSrv)
 	reflection.Register(srv)
+	rejected.learnServices(srv)
 	if o.metrics != nil {
 		o.metrics.InitializeMetrics(srv) // every method shows, at zero, from the start
 	}

@@ -27,11 +27,15 @@ func NewLogger(w io.Writer, level slog.Level) *slog.Logger {
 type Metrics struct {
 	Registry *prometheus.Registry
 	GRPC     *grpcprom.ServerMetrics
+	// RejectedCalls counts the calls that gRPC refused before the
+	// interceptors, and so GRPC, saw them (server.WithRejectedCounter).
+	RejectedCalls *prometheus.CounterVec
 }
 
 // NewMetrics registers the Go runtime and process collectors, a
 // users_build_info gauge, per-method gRPC counters and latency histograms
-// (grpc_server_*), and the statistics of pool (pgxpool_*).
+// (grpc_server_*), the calls refused before those saw them
+// (users_grpc_rejected_total), and the statistics of pool (pgxpool_*).
 func NewMetrics(pool *pgxpool.Pool) *Metrics {
 	reg := prometheus.NewRegistry()
 	grpcMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
@@ -44,12 +48,20 @@ func NewMetrics(pool *pgxpool.Pool) *Metrics {
 		ConstLabels: prometheus.Labels{"version": buildinfo.Version, "revision": buildinfo.Revision()},
 	})
 	buildInfo.Set(1)
+	// Apart from grpc_server_handled_total rather than fed into it: these
+	// calls never reached a handler, and feeding grpcprom would mean
+	// running its interceptor for a call that never came through it.
+	rejected := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "users_grpc_rejected_total",
+		Help: "Calls that gRPC ended before the service saw them, by code: RESOURCE_EXHAUSTED for a request over the size limit, INTERNAL or INVALID_ARGUMENT for one that does not decode, UNIMPLEMENTED for an unknown method (grpc_method=\"unknown\") or compression, CANCELED for a client that left first.",
+	}, []string{"grpc_service", "grpc_method", "grpc_code"})
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo,
 		grpcMetrics,
+		rejected,
 		pgxpoolprometheus.NewCollector(pool, map[string]string{"pool": "service"}),
 	)
-	return &Metrics{Registry: reg, GRPC: grpcMetrics}
+	return &Metrics{Registry: reg, GRPC: grpcMetrics, RejectedCalls: rejected}
 }
