@@ -91,8 +91,9 @@ func runMigrate(ctx context.Context, cfg config.Config, action string) error {
 }
 
 // serve runs the gRPC server until ctx is cancelled (SIGINT/SIGTERM), then
-// shuts down in order: health NOT_SERVING, in-flight RPCs drain for up to
-// cfg.ShutdownTimeout, the admin listener and the database pool close.
+// shuts down in order: health NOT_SERVING, calls still served for
+// cfg.DrainDelay, in-flight RPCs drain for up to cfg.ShutdownTimeout, the
+// admin listener and the database pool close.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	tracing, err := telemetry.StartTracing(ctx, cfg.Tracing)
 	if err != nil {
@@ -183,9 +184,23 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
+	log.Info("shutting down", "drain_delay", cfg.DrainDelay.String(), "timeout", cfg.ShutdownTimeout.String())
 	stopWatch()
-	healthSrv.Shutdown() // NOT_SERVING for good, so balancers stop sending
+	// NOT_SERVING for good, so that balancers and clients' health checks
+	// stop sending. For DrainDelay the server goes on taking calls, new
+	// connections included, from those that have not heard yet (endpoints
+	// are updated after the signal, not before); a second signal ends the
+	// process at once (see main).
+	healthSrv.Shutdown()
+	if cfg.DrainDelay > 0 {
+		delay := time.NewTimer(cfg.DrainDelay)
+		select {
+		case <-delay.C:
+		case err := <-serveErr:
+			delay.Stop()
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
 	// The drain: no new connections or calls, and the streaming calls
 	// (health Watch, reflection), which would hold it, are ended.
 	healthSrv.EndStreams()
