@@ -27,7 +27,7 @@ func TestEveryRepeatedRequestFieldHasABound(t *testing.T) {
 
 // A log line holds at most maxLoggedMessage bytes of a status message, cut
 // at a character boundary.
-func TestTruncateMessage(t *testing.T) {
+func TestClip(t *testing.T) {
 	t.Parallel()
 	for _, msg := range []string{
 		"short",
@@ -35,15 +35,15 @@ func TestTruncateMessage(t *testing.T) {
 		strings.Repeat("a", 900_000),
 		strings.Repeat("é", maxLoggedMessage), // two bytes each: the cut falls inside one
 	} {
-		got := truncateMessage(msg)
+		got := clip(msg, maxLoggedMessage)
 		if len(msg) <= maxLoggedMessage {
 			if got != msg {
-				t.Errorf("truncateMessage of %d bytes changed it", len(msg))
+				t.Errorf("clip of %d bytes changed it", len(msg))
 			}
 			continue
 		}
 		if len(got) > maxLoggedMessage+64 || !utf8.ValidString(got) || !strings.Contains(got, "truncated") {
-			t.Errorf("truncateMessage of %d bytes = %d bytes, valid UTF-8 %v: %q...", len(msg), len(got), utf8.ValidString(got), got[:40])
+			t.Errorf("clip of %d bytes = %d bytes, valid UTF-8 %v: %q...", len(msg), len(got), utf8.ValidString(got), got[:40])
 		}
 	}
 }

@@ -65,7 +65,7 @@ func (l callLog) finished(ctx context.Context, fullMethod string, start time.Tim
 		attrs = append(attrs, slog.String("peer.address", p.Addr.String()))
 	}
 	if err != nil {
-		attrs = append(attrs, slog.String("grpc.error", truncateMessage(st.Message())))
+		attrs = append(attrs, slog.String("grpc.error", clip(st.Message(), maxLoggedMessage)))
 	}
 	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
 		attrs = append(attrs, slog.String("trace_id", sc.TraceID().String()))
@@ -77,15 +77,15 @@ func (l callLog) finished(ctx context.Context, fullMethod string, start time.Tim
 // own messages are far shorter; the bound holds whatever produced one.
 const maxLoggedMessage = 1 << 10
 
-// truncateMessage cuts msg to at most maxLoggedMessage bytes, at a
-// character boundary, saying how long it was.
-func truncateMessage(msg string) string {
-	if len(msg) <= maxLoggedMessage {
-		return msg
+// clip cuts s to at most n bytes, at a character boundary, saying how long
+// it was: whatever a client sent, a log line stays short.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	cut := maxLoggedMessage
-	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
 		cut--
 	}
-	return msg[:cut] + "... (truncated from " + strconv.Itoa(len(msg)) + " bytes)"
+	return s[:cut] + "... (truncated from " + strconv.Itoa(len(s)) + " bytes)"
 }

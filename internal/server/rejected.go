@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"strings"
 	"sync/atomic"
-	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
@@ -16,14 +15,11 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// maxRejectedMessage bounds the status message in a "rejected call"
-// line, and maxRejectedMethod the method name a client asked for, which
-// may be anything: a hostile client must not write what it likes into the
+// maxRejectedMethod bounds the method name a client asked for in a
+// "rejected call" line (the status message has maxLoggedMessage): it may be
+// anything, and a hostile client must not write what it likes into the
 // logs.
-const (
-	maxRejectedMessage = 1 << 10
-	maxRejectedMethod  = 256
-)
+const maxRejectedMethod = 256
 
 // unknownMethod labels the calls to a method the server does not have: the
 // client's name for it would make a new series per name.
@@ -97,7 +93,7 @@ func markServed(ctx context.Context) {
 }
 
 // reject counts and logs one rejected call: never its payload, and its
-// status message only up to maxRejectedMessage.
+// status message only up to maxLoggedMessage.
 func (r *rejections) reject(ctx context.Context, fullMethod string, st *status.Status) {
 	service, method := unknownMethod, unknownMethod
 	if r.methods[fullMethod] {
@@ -120,7 +116,7 @@ func (r *rejections) reject(ctx context.Context, fullMethod string, st *status.S
 		slog.String("grpc.service", service),
 		slog.String("grpc.method", method),
 		slog.String("grpc.code", st.Code().String()),
-		slog.String("grpc.error", clip(st.Message(), maxRejectedMessage)),
+		slog.String("grpc.error", clip(st.Message(), maxLoggedMessage)),
 	)
 	if method == unknownMethod {
 		attrs = append(attrs, slog.String("grpc.requested_method", clip(fullMethod, maxRejectedMethod)))
@@ -132,18 +128,6 @@ func (r *rejections) reject(ctx context.Context, fullMethod string, st *status.S
 		attrs = append(attrs, slog.String("trace_id", sc.TraceID().String()))
 	}
 	r.log.LogAttrs(ctx, level, "rejected call", attrs...)
-}
-
-// clip cuts s to at most n bytes, at a character boundary, and says so.
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	cut := n
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "...(truncated)"
 }
 
 // unknown is the status gRPC answers a call to a method the server does
