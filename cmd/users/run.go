@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
+
 	"github.com/agynio/users/internal/admin"
 	"github.com/agynio/users/internal/buildinfo"
 	"github.com/agynio/users/internal/config"
@@ -95,6 +97,14 @@ func runMigrate(ctx context.Context, cfg config.Config, action string) error {
 // cfg.DrainDelay, in-flight RPCs drain for up to cfg.ShutdownTimeout, the
 // admin listener and the database pool close.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	// Memory: a soft limit at 90% of the container's memory limit (unless
+	// GOMEMLIMIT is set), so that the collector works harder before the
+	// kernel kills the pod; outside a container, 90% of the machine's. The
+	// runtime sets GOMAXPROCS from a CPU limit by itself.
+	if _, err := memlimit.Set(memlimit.WithProvider(memlimit.ApplyFallback(memlimit.FromCgroup, memlimit.FromSystem))); err != nil {
+		log.Warn("GOMEMLIMIT not set from the memory limit", "error", err)
+	}
+
 	tracing, err := telemetry.StartTracing(ctx, cfg.Tracing)
 	if err != nil {
 		return fmt.Errorf("tracing: %w", err)
