@@ -28,9 +28,10 @@ const unknownMethod = "unknown"
 // rejections counts and logs the calls that gRPC ends before any
 // interceptor sees them, and so before the per-method metrics and the
 // call log do: a request larger than MaxRequestBytes (RESOURCE_EXHAUSTED),
-// a health or reflection request that does not decode, a compression the
-// server lacks or a method it does not have (UNIMPLEMENTED), a client that
-// left before its request arrived (CANCELED). Those would otherwise show
+// a compression the server lacks or a method it does not have
+// (UNIMPLEMENTED), a client that left before its request arrived
+// (CANCELED). (A request that does not decode gets past: requestCodec
+// turns it into an INVALID_ARGUMENT that the interceptors answer.) Those would otherwise show
 // nowhere on the server, however many a client sent.
 //
 // It is a gRPC stats handler, which sees every call, together with the
