@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -17,35 +16,11 @@ import (
 	"github.com/agynio/users/sql/migrations"
 )
 
-// sqlASCIIDatabase creates a database that stores whatever bytes it is
-// sent and counts them as characters, dropped when t ends, and returns its
-// URL.
-func sqlASCIIDatabase(t *testing.T) string {
-	t.Helper()
-	ctx := context.Background()
-	serverURL := testdb.EmptyURL(t) // a database of the test server, to create another from
-	conn, err := pgx.Connect(ctx, serverURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close(ctx) })
-	name := "users_test_ascii_" + strings.ReplaceAll(uuid.NewString(), "-", "")
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name+" ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Exec(ctx, "DROP DATABASE "+name+" WITH (FORCE)") }) //nolint:errcheck // a leftover on a test server is harmless
-	u, err := testdb.WithDatabase(serverURL, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return u
-}
-
 // TestMigrateUpRefusesADatabaseNotInUTF8: migrate up exits non-zero and
 // says what is wrong with the database and what it needs.
 func TestMigrateUpRefusesADatabaseNotInUTF8(t *testing.T) {
 	t.Parallel()
-	res := runUsers(t, map[string]string{"DATABASE_URL": sqlASCIIDatabase(t)}, "migrate", "up")
+	res := runUsers(t, map[string]string{"DATABASE_URL": testdb.EncodedURL(t, "SQL_ASCII")}, "migrate", "up")
 	if res.code != 1 {
 		t.Errorf("exit code %d, want 1", res.code)
 	}
@@ -63,7 +38,7 @@ func TestMigrateUpRefusesADatabaseNotInUTF8(t *testing.T) {
 // count the bytes of a valid 100-character CJK name as 300 characters.
 func TestServeOnADatabaseNotInUTF8(t *testing.T) {
 	t.Parallel()
-	dbURL := sqlASCIIDatabase(t)
+	dbURL := testdb.EncodedURL(t, "SQL_ASCII")
 	applySchema(t, dbURL)
 	p, addr := startServe(t, map[string]string{"DATABASE_URL": dbURL})
 	if code, body := adminGet(t, p, "/healthz"); code != http.StatusOK {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/agynio/users/internal/tcpproxy"
 	"github.com/agynio/users/internal/testdb"
 )
 
@@ -89,28 +89,13 @@ func TestMigrateForceCommandLine(t *testing.T) {
 // does serve's calls, instead of hanging a deploy job.
 func TestMigrateGivesUpOnASilentServer(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := tcpproxy.StartSilent()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	go func() { // accept and say nothing
-		var conns []net.Conn
-		defer func() {
-			for _, c := range conns {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-		}
-	}()
 	start := time.Now()
-	res := runUsers(t, map[string]string{"DATABASE_URL": "postgres://users@" + l.Addr().String() + "/users?sslmode=disable"}, "migrate", "up")
+	res := runUsers(t, map[string]string{"DATABASE_URL": "postgres://users@" + l.Addr() + "/users?sslmode=disable"}, "migrate", "up")
 	if elapsed := time.Since(start); res.code != 1 || elapsed > 10*time.Second {
 		t.Errorf("migrate up: exit code %d after %s, want 1 after about 2s\nstderr:\n%s", res.code, elapsed, res.stderr)
 	}

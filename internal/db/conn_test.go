@@ -14,39 +14,6 @@ import (
 	"github.com/agynio/users/internal/testdb"
 )
 
-// createDatabase creates a database on the test server with the given
-// CREATE DATABASE options, dropped when t ends, and returns its URL.
-func createDatabase(t *testing.T, options string) string {
-	t.Helper()
-	ctx := context.Background()
-	serverURL := testdb.URL(t) // any database of the server will do to create another
-	conn, err := pgx.Connect(ctx, serverURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	name := "users_test_" + strings.ReplaceAll(uuid.NewString(), "-", "")
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name+" "+options); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(ctx, serverURL)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP DATABASE "+name+" WITH (FORCE)"); err != nil {
-			t.Error(err)
-		}
-	})
-	u, err := testdb.WithDatabase(serverURL, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return u
-}
-
 // A database that cannot store text as UTF-8 is refused at connect, with
 // an error that says why, and reads as unavailable (UNAVAILABLE to callers,
 // NOT_SERVING to readiness).
@@ -55,7 +22,7 @@ func TestConnectRefusesADatabaseNotInUTF8(t *testing.T) {
 	for _, encoding := range []string{"SQL_ASCII", "LATIN1"} {
 		t.Run(encoding, func(t *testing.T) {
 			t.Parallel()
-			dbURL := createDatabase(t, "ENCODING '"+encoding+"' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+			dbURL := testdb.EncodedURL(t, encoding)
 			pool, err := db.NewPool(t.Context(), dbURL, db.PoolOptions{})
 			if err != nil {
 				t.Fatal(err)

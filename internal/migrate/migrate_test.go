@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/agynio/users/internal/db"
 	"github.com/agynio/users/internal/migrate"
+	"github.com/agynio/users/internal/tcpproxy"
 	"github.com/agynio/users/internal/testdb"
 	"github.com/agynio/users/sql/migrations"
 )
@@ -291,33 +291,18 @@ func schemaOf(t *testing.T, databaseURL string) schema {
 // connect timeout, rather than hanging it until someone notices.
 func TestUpGivesUpOnASilentServer(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := tcpproxy.StartSilent()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	go func() { // accept and say nothing
-		var conns []net.Conn
-		defer func() {
-			for _, c := range conns {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-		}
-	}()
 
 	// The test's own bound, well past the default, so that a hang fails
 	// the test instead of stalling it.
 	ctx, cancel := context.WithTimeout(t.Context(), db.DefaultConnectTimeout+10*time.Second)
 	defer cancel()
 	start := time.Now()
-	err = migrate.Up(ctx, "postgres://users@"+l.Addr().String()+"/users?sslmode=disable", io.Discard)
+	err = migrate.Up(ctx, "postgres://users@"+l.Addr()+"/users?sslmode=disable", io.Discard)
 	elapsed := time.Since(start)
 	if err == nil {
 		t.Fatal("Up against a silent server succeeded")
@@ -332,23 +317,9 @@ func TestUpGivesUpOnASilentServer(t *testing.T) {
 func TestUpRefusesADatabaseNotInUTF8(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	serverURL := testdb.EmptyURL(t) // a database of the test server, to create another from
-	conn, err := pgx.Connect(ctx, serverURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close(context.Background()) })
-	name := "users_test_ascii_" + strings.ReplaceAll(uuid.NewString(), "-", "")
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name+" ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Exec(context.Background(), "DROP DATABASE "+name+" WITH (FORCE)") }) //nolint:errcheck // a leftover on a test server is harmless
-	databaseURL, err := testdb.WithDatabase(serverURL, name)
-	if err != nil {
-		t.Fatal(err)
-	}
+	databaseURL := testdb.EncodedURL(t, "SQL_ASCII")
 
-	err = migrate.Up(ctx, databaseURL, io.Discard)
+	err := migrate.Up(ctx, databaseURL, io.Discard)
 	if !errors.Is(err, db.ErrNotUTF8) {
 		t.Fatalf("Up on a SQL_ASCII database: %v, want ErrNotUTF8", err)
 	}

@@ -22,6 +22,7 @@ import (
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
 	"github.com/agynio/users/internal/identity"
 	"github.com/agynio/users/internal/server"
+	"github.com/agynio/users/internal/tcpproxy"
 	"github.com/agynio/users/internal/testdb"
 )
 
@@ -143,28 +144,13 @@ func TestPoolAcquireTimeout(t *testing.T) {
 // with no connect_timeout in the URL and no deadline from the caller.
 func TestSilentDatabaseFailsFast(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := tcpproxy.StartSilent()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	go func() { // accept and say nothing
-		var conns []net.Conn
-		defer func() {
-			for _, c := range conns {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-		}
-	}()
 
-	pool, err := db.NewPool(t.Context(), "postgres://users@"+l.Addr().String()+"/users?sslmode=disable", db.PoolOptions{})
+	pool, err := db.NewPool(t.Context(), "postgres://users@"+l.Addr()+"/users?sslmode=disable", db.PoolOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

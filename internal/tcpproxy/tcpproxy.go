@@ -2,7 +2,8 @@
 // away and come back: while up it forwards each connection to its target;
 // cut, it closes every open connection and refuses new ones at once, as a
 // database host that went away would. It stands between the service and
-// PostgreSQL wherever PostgreSQL runs (local, Docker, external).
+// PostgreSQL wherever PostgreSQL runs (local, Docker, external). Silent is
+// the host that hangs instead.
 package tcpproxy
 
 import (
@@ -103,4 +104,49 @@ func pipe(dst, src net.Conn) {
 	io.Copy(dst, src) //nolint:errcheck // ends when either side closes
 	dst.Close()
 	src.Close()
+}
+
+// Silent is a database host that hangs: it accepts connections and never
+// says a word, as a server stuck or behind a black-holed route would.
+type Silent struct {
+	l net.Listener
+
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+// StartSilent listens on an ephemeral loopback port.
+func StartSilent() (*Silent, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s := &Silent{l: l}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.conns = append(s.conns, c)
+			s.mu.Unlock()
+		}
+	}()
+	return s, nil
+}
+
+// Addr is the host:port to connect to.
+func (s *Silent) Addr() string { return s.l.Addr().String() }
+
+// Close stops listening and closes every connection it took.
+func (s *Silent) Close() error {
+	err := s.l.Close()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.conns {
+		c.Close()
+	}
+	s.conns = nil
+	return err
 }

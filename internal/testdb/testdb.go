@@ -21,6 +21,7 @@ import (
 	"io/fs"
 	"net/url"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -202,16 +203,30 @@ func New(t testing.TB) *pgxpool.Pool {
 	return pool
 }
 
-func newDatabase(t testing.TB, from string) string {
+// EncodedURL returns the connection string of a new database with no
+// migrations applied whose server encoding is encoding (in the C locale,
+// which takes any), dropped when t ends: a database the service must
+// refuse unless encoding is UTF8.
+func EncodedURL(t testing.TB, encoding string) string {
+	t.Helper()
+	return newDatabase(t, "template0", "ENCODING", encoding, "LC_COLLATE", "C", "LC_CTYPE", "C")
+}
+
+// newDatabase creates a database from the template from, with further
+// CREATE DATABASE options as pairs of keyword and value.
+func newDatabase(t testing.TB, from string, options ...string) string {
 	t.Helper()
 	if admin == nil {
 		t.Fatal("testdb: call testdb.Run from TestMain")
 	}
 	ctx := context.Background()
 	name := "users_test_" + randomSuffix()
+	create := fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", pgx.Identifier{name}.Sanitize(), pgx.Identifier{from}.Sanitize())
+	for i := 0; i+1 < len(options); i += 2 {
+		create += fmt.Sprintf(" %s '%s'", options[i], strings.ReplaceAll(options[i+1], "'", "''"))
+	}
 	err := retryInUse(ctx, func() error {
-		_, err := admin.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s",
-			pgx.Identifier{name}.Sanitize(), pgx.Identifier{from}.Sanitize()))
+		_, err := admin.Exec(ctx, create)
 		return err
 	})
 	if err != nil {
