@@ -35,7 +35,7 @@ func TestRolloutAndPoolSettings(t *testing.T) {
 	}{
 		{
 			name: "default values",
-			want: map[string]string{"DRAIN_DELAY": "5s", "SHUTDOWN_TIMEOUT": "20s", "DB_MAX_CONNS": "16"},
+			want: map[string]string{"DRAIN_DELAY": "5s", "SHUTDOWN_TIMEOUT": "20s", "DB_MAX_CONNS": "12"},
 		},
 		{
 			name: "set",
@@ -45,7 +45,7 @@ func TestRolloutAndPoolSettings(t *testing.T) {
 		{
 			name: "no drain delay",
 			args: []string{"--set", "drainDelaySeconds=0"},
-			want: map[string]string{"DRAIN_DELAY": "0s", "SHUTDOWN_TIMEOUT": "20s", "DB_MAX_CONNS": "16"},
+			want: map[string]string{"DRAIN_DELAY": "0s", "SHUTDOWN_TIMEOUT": "20s", "DB_MAX_CONNS": "12"},
 		},
 		{
 			name: "everything enabled",
