@@ -11,6 +11,7 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
@@ -43,9 +44,11 @@ func (l callLog) finished(ctx context.Context, fullMethod string, start time.Tim
 	st := status.Convert(err)
 	// Codes map to levels as go-grpc-middleware's do: the client's
 	// mistakes at info, the service's trouble at warn and error. Health
-	// checks, which probes make every few seconds, only at debug.
+	// checks that succeed, which probes make every few seconds, only at
+	// debug; a refused one (a service name that is not UTF-8) is a client's
+	// mistake like any other.
 	level := slog.Level(logging.DefaultServerCodeToLevel(st.Code()))
-	if level == slog.LevelInfo && strings.HasPrefix(fullMethod, "/grpc.health.v1.Health/") {
+	if st.Code() == codes.OK && strings.HasPrefix(fullMethod, "/grpc.health.v1.Health/") {
 		level = slog.LevelDebug
 	}
 	if !l.log.Enabled(ctx, level) {

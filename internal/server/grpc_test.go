@@ -242,6 +242,11 @@ func TestInvalidUTF8ToHealthAndReflectionIsInvalidArgument(t *testing.T) {
 		var resp []byte
 		err := e.cc.Invoke(t.Context(), healthpb.Health_Check_FullMethodName, bad, &resp, grpc.ForceCodecV2(rawCodec{}))
 		wantViolations(t, err, "service")
+		// Logged at info, as any client's mistake, though a health check
+		// that succeeds is logged only at debug.
+		if !strings.Contains(e.logs.String(), `"grpc.service":"grpc.health.v1.Health","grpc.method":"Check","grpc.code":"InvalidArgument"`) {
+			t.Errorf("the refused health check is not logged at info:\n%s", e.logs)
+		}
 	})
 	for _, tt := range []struct {
 		name   string

@@ -132,9 +132,10 @@ func (r *rejections) reject(ctx context.Context, fullMethod string, st *status.S
 }
 
 // unknown is the status gRPC answers a call to a method the server does
-// not have with, in gRPC's words.
+// not have with, in gRPC's words, but with the client's name for it cut to
+// maxRejectedMethod.
 func (r *rejections) unknown(fullMethod string) *status.Status {
-	name := strings.TrimPrefix(fullMethod, "/")
+	name := clip(strings.TrimPrefix(fullMethod, "/"), maxRejectedMethod)
 	i := strings.LastIndex(name, "/") // gRPC splits at the last slash
 	service, method := name[:max(i, 0)], name[i+1:]
 	if !r.services[service] {

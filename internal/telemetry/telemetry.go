@@ -53,7 +53,7 @@ func NewMetrics(pool *pgxpool.Pool) *Metrics {
 	// running its interceptor for a call that never came through it.
 	rejected := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "users_grpc_rejected_total",
-		Help: "Calls that gRPC ended before the service saw them, by code: RESOURCE_EXHAUSTED for a request over the size limit, INTERNAL or INVALID_ARGUMENT for one that does not decode, UNIMPLEMENTED for an unknown method (grpc_method=\"unknown\") or compression, CANCELED for a client that left first.",
+		Help: "Calls that gRPC ended before the service saw them, by code: RESOURCE_EXHAUSTED for a request over the size limit, UNIMPLEMENTED for an unknown method (grpc_method=\"unknown\") or compression, CANCELED for a client that left first.",
 	}, []string{"grpc_service", "grpc_method", "grpc_code"})
 	reg.MustRegister(
 		collectors.NewGoCollector(),
