@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
 
+	"github.com/agynio/users/internal/db"
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
 	"github.com/agynio/users/internal/identity"
 	"github.com/agynio/users/internal/server"
@@ -25,11 +26,17 @@ const benchUsers = 10_000
 // benchClient serves a Server over bufconn, with the gRPC server the
 // binary builds, on a new test database seeded with users 1..benchUsers
 // (identity id n in hexadecimal, subject n in decimal, as make bench seeds
-// them). It is newEnv for benchmarks, with the service's log discarded.
+// them). It is newEnv for benchmarks, with the service's log discarded,
+// and the pool the binary makes (db.NewPool: uuids in binary, among
+// others), so that the figures are the binary's.
 func benchClient(b *testing.B) usersv1.UsersServiceClient {
 	b.Helper()
-	pool := testdb.New(b)
-	_, err := pool.Exec(b.Context(), `INSERT INTO users (identity_id, oidc_subject, name, email, photo_url)
+	pool, err := db.NewPool(b.Context(), testdb.URL(b), db.PoolOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(pool.Close)
+	_, err = pool.Exec(b.Context(), `INSERT INTO users (identity_id, oidc_subject, name, email, photo_url)
 SELECT lpad(to_hex(n), 32, '0')::uuid, n::text, 'Bench User ' || n, 'user' || n || '@bench.example',
        'https://bench.example/photos/' || n || '.png'
 FROM generate_series(1, $1::int) AS n`, benchUsers)
