@@ -52,7 +52,7 @@ func generateLoad(spec loadSpec) (loadResult, error) {
 	if !ok {
 		return loadResult{}, fmt.Errorf("unknown workload %q", spec.Workload)
 	}
-	src, err := w.requests(spec.Users, rand.New(rand.NewPCG(spec.Seed, 0)))
+	src, err := w.requests(spec.Users, spec.Run, rand.New(rand.NewPCG(spec.Seed, 0)))
 	if err != nil {
 		return loadResult{}, err
 	}
@@ -122,7 +122,7 @@ func generateLoad(spec loadSpec) (loadResult, error) {
 	res := loadResult{
 		Window:     spec.Duration,
 		LoadgenCPU: after.loadgen - before.loadgen,
-		ServiceCPU: after.service - before.service,
+		ServerCPU:  after.server - before.server,
 		Postgres:   after.postgres - before.postgres,
 		Machine:    after.machine.sub(before.machine),
 		Errors:     map[string]int64{},
@@ -148,8 +148,8 @@ func readCPUTimes(spec loadSpec) (windowCPU, error) {
 	var c windowCPU
 	var err error
 	c.loadgen = selfCPU()
-	if c.service, err = processCPU(spec.ServicePID); err != nil {
-		return c, fmt.Errorf("service CPU: %w", err)
+	if c.server, err = processCPU(spec.ServerPID); err != nil {
+		return c, fmt.Errorf("server CPU: %w", err)
 	}
 	if spec.Postmaster != 0 {
 		if c.postgres, _, err = postgresCPU(spec.Postmaster); err != nil {

@@ -33,7 +33,8 @@ func subject(n int64) string { return strconv.FormatInt(n, 10) }
 
 // First logins need subjects that no seeded user and no earlier call has:
 // each driver counts up from a base of its own, far above any N, and the
-// two ranges do not meet. Both are 19 decimal digits wide.
+// two ranges do not meet. Both are 19 decimal digits wide. Within a
+// driver's range, its run number k starts at base + k*runSpacing.
 const (
 	serviceNewSubjectBase = 2_000_000_000_000_000_000
 	pgbenchNewSubjectBase = 5_000_000_000_000_000_000
@@ -44,4 +45,8 @@ const (
 	pgbenchNewIDBase = 1 << 62
 	// newSubjectDigits is the width of every first-login subject.
 	newSubjectDigits = 19
+	// runSpacing separates one run's new keys from the next run's: more
+	// than maxCallsPerWorker * maxConcurrency calls apart, and room for a
+	// million runs within 19 digits.
+	runSpacing = 1_000_000_000_000
 )

@@ -25,9 +25,10 @@ type loadSpec struct {
 	Concurrency int
 	Warmup      time.Duration
 	Duration    time.Duration
-	ServicePID  int
+	ServerPID   int // the server under load
 	Postmaster  int // 0: PostgreSQL's CPU time is not visible
 	Seed        uint64
+	Run         int // numbers the runs of one bench, from 0
 }
 
 // loadResult is what it reports: calls, latencies and CPU times within
@@ -37,7 +38,7 @@ type loadResult struct {
 	Window     time.Duration
 	P50, P99   time.Duration
 	LoadgenCPU time.Duration
-	ServiceCPU time.Duration
+	ServerCPU  time.Duration
 	Postgres   time.Duration    // all of the server's processes
 	Machine    cpuTimes         // everything on the machine
 	Errors     map[string]int64 // by status code

@@ -1,15 +1,19 @@
-// Command bench measures the users service beside the database's own
-// limit, in one run on one machine:
+// Command bench measures the users service beside two yardsticks and the
+// database's own limit, in one run on one machine:
 //
-//	go run ./scripts/bench [-n users] [-duration 10s] [-concurrency 32] [-json file]
+//	go run ./scripts/bench [-n users] [-duration 10s] [-concurrency 32] [-rounds 3] [-json file]
 //
 // It starts a throwaway PostgreSQL (as make run does; DATABASE_URL names a
 // server to use instead, on which it creates and drops a database of its
-// own), seeds it with n users in SQL, builds and starts the service, and
-// then, for each workload, drives the service with a lean gRPC load
-// generator and the same statement with pgbench, at the same concurrency
-// and over the same keys. It prints one table, and writes the figures as
-// JSON with -json. Any failed call fails the run.
+// own), seeds it with n users in SQL, and starts three servers, each a
+// process of its own: the service (the users binary), the reference (the
+// obvious implementation of the same API, reference.go) and the floor (a
+// bare gRPC server answering constants, floor.go). Then, for each
+// workload, it drives the three in turn with a lean gRPC load generator,
+// round after round, and drives pgbench on the cheapest statement that
+// returns the same rows and on the service's own statement, at the same
+// concurrency and over the same keys. It prints the tables, and writes the
+// figures as JSON with -json. Any failed call fails the run.
 package main
 
 import (
@@ -38,6 +42,7 @@ type config struct {
 	duration    time.Duration
 	warmup      time.Duration
 	concurrency int
+	rounds      int
 	jsonPath    string
 	serviceDB   string // extra DATABASE_URL settings for the service
 	serviceBin  string // a users binary to run instead of building one
@@ -45,8 +50,15 @@ type config struct {
 }
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == loadgenArg {
-		os.Exit(loadgenMain())
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case loadgenArg:
+			os.Exit(loadgenMain())
+		case referenceArg:
+			os.Exit(referenceMain())
+		case floorArg:
+			os.Exit(floorMain())
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:])
@@ -66,9 +78,10 @@ func parseFlags(args []string) (config, error) {
 	var c config
 	var runPattern string
 	fs.Int64Var(&c.users, "n", defaultUsers, "users to seed ($N if set)")
-	fs.DurationVar(&c.duration, "duration", 10*time.Second, "measured time per workload, for the service and for pgbench each (whole seconds)")
+	fs.DurationVar(&c.duration, "duration", 10*time.Second, "measured time per workload, for each server in each round and for each pgbench run (whole seconds)")
 	fs.DurationVar(&c.warmup, "warmup", time.Second, "load on the service before its measured time")
 	fs.IntVar(&c.concurrency, "concurrency", 32, "calls in flight (service) and clients (pgbench)")
+	fs.IntVar(&c.rounds, "rounds", 3, "rounds of service, reference and floor per workload, interleaved")
 	fs.StringVar(&c.jsonPath, "json", "", "also write the figures as JSON to this file")
 	fs.StringVar(&c.serviceDB, "service-db-params", "", "settings added to the service's DATABASE_URL, e.g. pool_max_conns=32")
 	fs.StringVar(&c.serviceBin, "service-bin", "", "run this users binary instead of building ./cmd/users (to compare builds)")
@@ -85,6 +98,8 @@ func parseFlags(args []string) (config, error) {
 		return config{}, fmt.Errorf("-duration %s: want whole seconds (pgbench counts in seconds)", c.duration)
 	case c.warmup < 0:
 		return config{}, fmt.Errorf("-warmup %s: want zero or more", c.warmup)
+	case c.rounds < 1:
+		return config{}, fmt.Errorf("-rounds %d: want at least 1", c.rounds)
 	case c.concurrency < 1 || c.concurrency > maxConcurrency:
 		return config{}, fmt.Errorf("-concurrency %d: want 1..%d", c.concurrency, maxConcurrency)
 	}
@@ -139,7 +154,7 @@ func run(ctx context.Context, args []string) error {
 	seedTime := time.Since(seedStart)
 	logf("bench: seeded in %s", seedTime.Round(100*time.Millisecond))
 
-	// Service.
+	// Servers: the service, the reference on the same database, the floor.
 	serviceURL, err := withQuery(db.URL, cfg.serviceDB)
 	if err != nil {
 		return err
@@ -149,9 +164,21 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer svc.Stop()
+	ref, err := startReference(ctx, db.URL, tmp)
+	if err != nil {
+		return err
+	}
+	defer ref.Stop()
+	floor, err := startFloor(ctx, tmp)
+	if err != nil {
+		return err
+	}
+	defer floor.Stop()
 
-	// Workloads.
+	// Workloads: the servers interleaved round by round, so that a noisy
+	// neighbour's burst falls on all three alike; then pgbench.
 	rep := newReport(cfg, db, pgbench, seedTime)
+	var loadRuns, pgbenchRuns int
 	for _, w := range workloads {
 		if !cfg.run.MatchString(w.name) {
 			continue
@@ -160,14 +187,34 @@ func run(ctx context.Context, args []string) error {
 		if !ok {
 			return fmt.Errorf("sql/queries/users.sql has no query %s", w.query)
 		}
-		logf("bench: %s: service", w.name)
-		r, err := measureService(ctx, svc, db.Postmaster, w, cfg)
-		if err != nil {
+		r := workloadResult{Name: w.name, Target: w.target}
+		for round := range cfg.rounds {
+			for _, s := range []struct {
+				srv  *server
+				runs *[]serverRun
+			}{{svc, &r.Service}, {ref, &r.Reference}, {floor, &r.Floor}} {
+				logf("bench: %s: %s, round %d of %d", w.name, s.srv.Name, round+1, cfg.rounds)
+				run, err := measureServer(ctx, s.srv, db.Postmaster, w, cfg, loadRuns)
+				loadRuns++
+				if err != nil {
+					return fmt.Errorf("%s: %s: %w", w.name, s.srv.Name, err)
+				}
+				*s.runs = append(*s.runs, run)
+			}
+		}
+		logf("bench: %s: pgbench, the cheapest statement", w.name)
+		if r.Cheapest, err = measureStatement(ctx, pgbench, db.URL, db.Postmaster, w.cheapest, w, cfg, pgbenchRuns); err != nil {
 			return fmt.Errorf("%s: %w", w.name, err)
 		}
-		logf("bench: %s: pgbench", w.name)
-		if err := measurePgbench(ctx, pgbench, db.URL, db.Postmaster, sql, w, cfg, &r); err != nil {
-			return fmt.Errorf("%s: %w", w.name, err)
+		pgbenchRuns++
+		if sameStatement(w.cheapest, sql) {
+			r.Statement = r.Cheapest
+		} else {
+			logf("bench: %s: pgbench, the service's statement", w.name)
+			if r.Statement, err = measureStatement(ctx, pgbench, db.URL, db.Postmaster, sql, w, cfg, pgbenchRuns); err != nil {
+				return fmt.Errorf("%s: %w", w.name, err)
+			}
+			pgbenchRuns++
 		}
 		rep.add(r)
 	}

@@ -7,36 +7,42 @@ import (
 	"time"
 )
 
-// measureService runs the load generator against the service for one
-// workload and adds what the service itself reports.
-func measureService(ctx context.Context, svc *service, postmaster int, w workload, cfg config) (workloadResult, error) {
-	pid := svc.PID()
+// measureServer runs the load generator against one server for one
+// workload, and adds what the server itself reports: its peak RSS, and
+// for the service its pool's counters.
+func measureServer(ctx context.Context, srv *server, postmaster int, w workload, cfg config, run int) (serverRun, error) {
+	pid := srv.PID()
 	rssNote := ""
 	if err := resetPeakRSS(pid); err != nil {
 		rssNote = "peak since start: " + err.Error()
 	}
-	poolBefore, poolErr := scrapePool(ctx, svc.AdminAddr)
+	var poolBefore poolStats
+	poolErr := fmt.Errorf("no pool counters")
+	if srv.AdminAddr != "" {
+		poolBefore, poolErr = scrapePool(ctx, srv.AdminAddr)
+	}
 	res, err := runLoadgen(ctx, loadSpec{
-		Addr:        svc.Addr,
+		Addr:        srv.Addr,
 		Workload:    w.name,
 		Users:       cfg.users,
 		Concurrency: cfg.concurrency,
 		Warmup:      cfg.warmup,
 		Duration:    cfg.duration,
-		ServicePID:  pid,
+		ServerPID:   pid,
 		Postmaster:  postmaster,
 		Seed:        uint64(time.Now().UnixNano()),
+		Run:         run,
 	})
 	if err != nil {
-		return workloadResult{}, err
+		return serverRun{}, err
 	}
-	r := newWorkloadResult(w, res)
-	if r.ServicePeakRSS, err = peakRSS(pid); err != nil {
+	r := newServerRun(res)
+	if r.PeakRSS, err = peakRSS(pid); err != nil {
 		return r, err
 	}
 	r.RSSNote = rssNote
 	if poolErr == nil {
-		if after, err := scrapePool(ctx, svc.AdminAddr); err == nil {
+		if after, err := scrapePool(ctx, srv.AdminAddr); err == nil {
 			use := after.since(poolBefore)
 			r.Pool = &use
 		}
@@ -44,25 +50,26 @@ func measureService(ctx context.Context, svc *service, postmaster int, w workloa
 	return r, nil
 }
 
-// measurePgbench runs pgbench for one workload, the workload's statement
-// sql bound as w says, and adds its figures to r.
-func measurePgbench(ctx context.Context, pgbench, dbURL string, postmaster int, sql string, w workload, cfg config, r *workloadResult) error {
+// measureStatement runs pgbench on one statement sql, in the query file's
+// syntax and bound as w says, run numbering pgbench's runs.
+func measureStatement(ctx context.Context, pgbench, dbURL string, postmaster int, sql string, w workload, cfg config, run int) (statementRun, error) {
+	r := statementRun{SQL: sql}
 	script := w.pgbench.prelude + pgbenchStatement(sql, w.pgbench) + "\n"
-	defines := append([]string{"users=" + strconv.FormatInt(cfg.users, 10)}, w.pgbench.defines...)
+	defines := append([]string{"users=" + strconv.FormatInt(cfg.users, 10), "run=" + strconv.Itoa(run)}, w.pgbench.defines...)
 	before, err := pgbenchCPU(postmaster)
 	if err != nil {
-		return err
+		return r, err
 	}
 	r.Pgbench, err = runPgbench(ctx, pgbench, withoutPoolSettings(dbURL), script, defines, cfg.concurrency, cfg.duration)
 	if err != nil {
-		return err
+		return r, err
 	}
 	// pgbench's connections end with it; their processes' CPU counts once
 	// the postmaster has reaped them.
 	var after windowCPU
 	for deadline := time.Now().Add(5 * time.Second); ; {
 		if after, err = pgbenchCPU(postmaster); err != nil {
-			return err
+			return r, err
 		}
 		if after.children <= before.children || time.Now().After(deadline) {
 			break
@@ -70,11 +77,11 @@ func measurePgbench(ctx context.Context, pgbench, dbURL string, postmaster int, 
 		time.Sleep(50 * time.Millisecond)
 	}
 	if n := r.Pgbench.Transactions; n > 0 {
-		r.PgbenchPostgresCPU = (after.postgres - before.postgres) / time.Duration(n)
-		r.PgbenchMachineCPU = (after.machine.Busy - before.machine.Busy) / time.Duration(n)
+		r.PostgresCPU = (after.postgres - before.postgres) / time.Duration(n)
+		r.MachineCPU = (after.machine.Busy - before.machine.Busy) / time.Duration(n)
 	}
-	r.PgbenchBusy = after.machine.sub(before.machine).busyShare()
-	return nil
+	r.MachineBusy = after.machine.sub(before.machine).busyShare()
+	return r, nil
 }
 
 // pgbenchCPU reads PostgreSQL's and the machine's CPU times, and how many

@@ -56,9 +56,9 @@ func selfCPU() time.Duration {
 
 // windowCPU is the CPU times read at either end of a measured run.
 type windowCPU struct {
-	loadgen, service, postgres time.Duration
-	machine                    cpuTimes
-	children                   int // PostgreSQL's processes
+	loadgen, server, postgres time.Duration
+	machine                   cpuTimes
+	children                  int // PostgreSQL's processes
 }
 
 // cpuTimes is the machine's CPU time since boot, all CPUs together.

@@ -34,38 +34,146 @@ type machine struct {
 	Concurrency int               `json:"concurrency"`
 	Duration    string            `json:"duration"`
 	Warmup      string            `json:"warmup"`
+	Rounds      int               `json:"rounds"`
 	ServiceDB   string            `json:"service_db_params,omitempty"`
 }
 
+// The servers under measurement, as the report names them.
+const (
+	serviceName   = "service"
+	referenceName = "reference"
+	floorName     = "floor"
+)
+
+// workloadResult is one workload's figures: each server's runs, one per
+// round, and pgbench's on the two statements.
 type workloadResult struct {
-	Name       string        `json:"name"`
-	ServiceRPS float64       `json:"service_rps"`
-	P50        time.Duration `json:"p50_ns"`
-	P99        time.Duration `json:"p99_ns"`
-	PgbenchTPS float64       `json:"pgbench_tps"`
-	Ratio      float64       `json:"service_over_pgbench"`
-	Target     float64       `json:"target"`
-	ServiceCPU time.Duration `json:"service_cpu_per_call_ns"`
-	LoadgenCPU time.Duration `json:"loadgen_cpu_per_call_ns"`
-	// ServicePeakRSS is the service's VmHWM over this workload.
-	ServicePeakRSS int64            `json:"service_peak_rss_bytes"`
-	RSSNote        string           `json:"rss_note,omitempty"`
-	Calls          int64            `json:"calls"`
-	Errors         map[string]int64 `json:"errors,omitempty"`
-	FirstError     string           `json:"first_error,omitempty"`
-	CountBound     bool             `json:"count_bound,omitempty"`
-	Pool           *poolUse         `json:"pool,omitempty"`
-	Pgbench        pgbenchResult    `json:"pgbench"`
-	// PostgreSQL's CPU per call through the service and per pgbench
-	// transaction (zero if the server's processes are not visible here),
-	// the whole machine's (anything else running included), and how busy
-	// the machine's CPUs were during each run.
-	PostgresCPU        time.Duration `json:"postgres_cpu_per_call_ns"`
-	PgbenchPostgresCPU time.Duration `json:"pgbench_postgres_cpu_per_transaction_ns"`
-	MachineCPU         time.Duration `json:"machine_cpu_per_call_ns"`
-	PgbenchMachineCPU  time.Duration `json:"pgbench_machine_cpu_per_transaction_ns"`
-	MachineBusy        float64       `json:"machine_busy_share"`
-	PgbenchBusy        float64       `json:"pgbench_machine_busy_share"`
+	Name      string      `json:"name"`
+	Target    float64     `json:"target"`
+	Service   []serverRun `json:"service"`
+	Reference []serverRun `json:"reference"`
+	Floor     []serverRun `json:"floor"`
+	// Ratio is service RPS over reference RPS, round by round.
+	Ratio spread `json:"service_over_reference"`
+	// Cheapest is pgbench on the cheapest statement that returns the
+	// same rows; Statement on the service's own, from the query file.
+	Cheapest  statementRun `json:"cheapest_statement"`
+	Statement statementRun `json:"service_statement"`
+}
+
+// serverRun is one run of the load generator against one server.
+type serverRun struct {
+	RPS float64       `json:"rps"`
+	P50 time.Duration `json:"p50_ns"`
+	P99 time.Duration `json:"p99_ns"`
+	// CPU per call: the server's, the load generator's, PostgreSQL's (zero
+	// if the server's processes are not visible here), and the whole
+	// machine's (anything else running included).
+	ServerCPU   time.Duration `json:"server_cpu_per_call_ns"`
+	LoadgenCPU  time.Duration `json:"loadgen_cpu_per_call_ns"`
+	PostgresCPU time.Duration `json:"postgres_cpu_per_call_ns"`
+	MachineCPU  time.Duration `json:"machine_cpu_per_call_ns"`
+	MachineBusy float64       `json:"machine_busy_share"`
+	// PeakRSS is the server's VmHWM over this run.
+	PeakRSS    int64            `json:"peak_rss_bytes"`
+	RSSNote    string           `json:"rss_note,omitempty"`
+	Calls      int64            `json:"calls"`
+	Errors     map[string]int64 `json:"errors,omitempty"`
+	FirstError string           `json:"first_error,omitempty"`
+	CountBound bool             `json:"count_bound,omitempty"`
+	Pool       *poolUse         `json:"pool,omitempty"`
+}
+
+// statementRun is one pgbench run on one statement.
+type statementRun struct {
+	SQL     string        `json:"sql"`
+	Pgbench pgbenchResult `json:"pgbench"`
+	// PostgreSQL's and the machine's CPU per transaction, and how busy the
+	// machine's CPUs were.
+	PostgresCPU time.Duration `json:"postgres_cpu_per_transaction_ns"`
+	MachineCPU  time.Duration `json:"machine_cpu_per_transaction_ns"`
+	MachineBusy float64       `json:"machine_busy_share"`
+}
+
+// spread is a figure measured over rounds: the median and the extremes.
+type spread struct {
+	Median float64 `json:"median"`
+	Min    float64 `json:"min"`
+	Max    float64 `json:"max"`
+}
+
+func spreadOf(v []float64) spread {
+	if len(v) == 0 {
+		return spread{}
+	}
+	s := slices.Sorted(slices.Values(v))
+	median := s[len(s)/2]
+	if len(s)%2 == 0 {
+		median = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return spread{Median: median, Min: s[0], Max: s[len(s)-1]}
+}
+
+// ratios are a[i]/b[i] for each round both measured.
+func ratios(a, b []serverRun) []float64 {
+	var out []float64
+	for i := range min(len(a), len(b)) {
+		if b[i].RPS > 0 {
+			out = append(out, a[i].RPS/b[i].RPS)
+		}
+	}
+	return out
+}
+
+func newServerRun(res loadResult) serverRun {
+	r := serverRun{
+		RPS:        float64(res.Calls) / res.Window.Seconds(),
+		P50:        res.P50,
+		P99:        res.P99,
+		Calls:      res.Calls,
+		Errors:     res.Errors,
+		FirstError: res.FirstError,
+		CountBound: res.CountBound,
+	}
+	if res.Calls > 0 {
+		r.ServerCPU = res.ServerCPU / time.Duration(res.Calls)
+		r.LoadgenCPU = res.LoadgenCPU / time.Duration(res.Calls)
+		r.PostgresCPU = res.Postgres / time.Duration(res.Calls)
+		r.MachineCPU = res.Machine.Busy / time.Duration(res.Calls)
+	}
+	r.MachineBusy = res.Machine.busyShare()
+	return r
+}
+
+// summary is a server's runs of one workload taken together: rates and
+// latencies are the median round's, CPU per call is over all the calls.
+type summary struct {
+	RPS, P99                                       float64
+	ServerCPU, LoadgenCPU, PostgresCPU, MachineCPU time.Duration
+	PeakRSS                                        int64
+}
+
+func summarize(runs []serverRun) summary {
+	var s summary
+	var rps, p99 []float64
+	var calls int64
+	var server, loadgen, postgres, machine time.Duration
+	for _, r := range runs {
+		rps = append(rps, r.RPS)
+		p99 = append(p99, float64(r.P99))
+		calls += r.Calls
+		server += r.ServerCPU * time.Duration(r.Calls)
+		loadgen += r.LoadgenCPU * time.Duration(r.Calls)
+		postgres += r.PostgresCPU * time.Duration(r.Calls)
+		machine += r.MachineCPU * time.Duration(r.Calls)
+		s.PeakRSS = max(s.PeakRSS, r.PeakRSS)
+	}
+	s.RPS, s.P99 = spreadOf(rps).Median, spreadOf(p99).Median
+	if calls > 0 {
+		n := time.Duration(calls)
+		s.ServerCPU, s.LoadgenCPU, s.PostgresCPU, s.MachineCPU = server/n, loadgen/n, postgres/n, machine/n
+	}
+	return s
 }
 
 func newReport(cfg config, db *database, pgbench string, seedTime time.Duration) *report {
@@ -82,39 +190,15 @@ func newReport(cfg config, db *database, pgbench string, seedTime time.Duration)
 			Concurrency: cfg.concurrency,
 			Duration:    cfg.duration.String(),
 			Warmup:      cfg.warmup.String(),
+			Rounds:      cfg.rounds,
 			ServiceDB:   cfg.serviceDB,
 		},
 		SeedSeconds: seedTime.Seconds(),
 	}
 }
 
-func newWorkloadResult(w workload, res loadResult) workloadResult {
-	r := workloadResult{
-		Name:       w.name,
-		Target:     w.target,
-		ServiceRPS: float64(res.Calls) / res.Window.Seconds(),
-		P50:        res.P50,
-		P99:        res.P99,
-		Calls:      res.Calls,
-		Errors:     res.Errors,
-		FirstError: res.FirstError,
-		CountBound: res.CountBound,
-	}
-	if res.Calls > 0 {
-		r.ServiceCPU = res.ServiceCPU / time.Duration(res.Calls)
-		r.LoadgenCPU = res.LoadgenCPU / time.Duration(res.Calls)
-		r.PostgresCPU = res.Postgres / time.Duration(res.Calls)
-		r.MachineCPU = res.Machine.Busy / time.Duration(res.Calls)
-	}
-	r.MachineBusy = res.Machine.busyShare()
-	return r
-}
-
 func (r *report) add(w workloadResult) {
-	if w.Pgbench.TPS > 0 {
-		w.PgbenchTPS = w.Pgbench.TPS
-		w.Ratio = w.ServiceRPS / w.Pgbench.TPS
-	}
+	w.Ratio = spreadOf(ratios(w.Service, w.Reference))
 	r.Workloads = append(r.Workloads, w)
 }
 
@@ -126,45 +210,111 @@ func (r *report) print(out io.Writer) {
 		settings = append(settings, k+"="+m.Settings[k])
 	}
 	fmt.Fprintf(out, "server: %s\n", strings.Join(settings, " "))
-	fmt.Fprintf(out, "N=%d users, concurrency %d, %s per workload for the service (after %s of warm-up) and %s for pgbench; seed %.0fs, total %.0fs\n",
-		m.Users, m.Concurrency, m.Duration, m.Warmup, m.Duration, r.SeedSeconds, r.TotalSeconds)
+	fmt.Fprintf(out, "N=%d users, concurrency %d; per workload %d rounds of service, reference and floor, %s each (after %s of warm-up), then pgbench %s per statement; seed %.0fs, total %.0fs\n",
+		m.Users, m.Concurrency, m.Rounds, m.Duration, m.Warmup, m.Duration, r.SeedSeconds, r.TotalSeconds)
 	if m.ServiceDB != "" {
 		fmt.Fprintf(out, "service DATABASE_URL settings: %s\n", m.ServiceDB)
 	}
 	fmt.Fprintln(out)
 
-	rows := [][]string{{"workload", "service RPS", "p50", "p99", "pgbench TPS", "service/pgbench", "service CPU/call", "loadgen CPU/call", "service peak RSS"}}
+	rows := [][]string{{"workload", "service RPS", "reference RPS", "service/reference (min–max)",
+		"service p99", "reference p99", "service CPU/call", "reference CPU/call",
+		"PG CPU/call via service", "PG CPU/call via reference", "floor RPS", "floor CPU/call"}}
 	for _, w := range r.Workloads {
-		rows = append(rows, []string{w.Name, fmt.Sprintf("%.0f", w.ServiceRPS), latency(w.P50), latency(w.P99),
-			fmt.Sprintf("%.0f", w.PgbenchTPS), fmt.Sprintf("%.2f", w.Ratio),
-			micros(w.ServiceCPU), micros(w.LoadgenCPU), fmt.Sprintf("%d MiB", w.ServicePeakRSS>>20)})
+		svc, ref, floor := summarize(w.Service), summarize(w.Reference), summarize(w.Floor)
+		rows = append(rows, []string{w.Name, rate(svc.RPS), rate(ref.RPS),
+			fmt.Sprintf("%.2f (%.2f–%.2f)", w.Ratio.Median, w.Ratio.Min, w.Ratio.Max),
+			latency(time.Duration(svc.P99)), latency(time.Duration(ref.P99)),
+			micros(svc.ServerCPU), micros(ref.ServerCPU), micros(svc.PostgresCPU), micros(ref.PostgresCPU),
+			rate(floor.RPS), micros(floor.ServerCPU)})
+	}
+	markdownTable(out, rows)
+
+	fmt.Fprintln(out)
+	rows = [][]string{{"workload", "cheapest TPS", "PG CPU/tx", "service's statement TPS", "PG CPU/tx",
+		"statement/cheapest", "service RPS/cheapest TPS"}}
+	for _, w := range r.Workloads {
+		svc := summarize(w.Service)
+		rows = append(rows, []string{w.Name, rate(w.Cheapest.Pgbench.TPS), micros(w.Cheapest.PostgresCPU),
+			rate(w.Statement.Pgbench.TPS), micros(w.Statement.PostgresCPU),
+			fmt.Sprintf("%.2f", divide(w.Statement.Pgbench.TPS, w.Cheapest.Pgbench.TPS)),
+			fmt.Sprintf("%.2f", divide(svc.RPS, w.Cheapest.Pgbench.TPS))})
 	}
 	markdownTable(out, rows)
 
 	fmt.Fprintln(out)
 	for _, w := range r.Workloads {
+		svc, ref, floor := summarize(w.Service), summarize(w.Reference), summarize(w.Floor)
 		var notes []string
-		if w.Ratio < w.Target {
-			notes = append(notes, fmt.Sprintf("ratio %.2f below the target %.2f", w.Ratio, w.Target))
+		if ratio := divide(svc.RPS, w.Cheapest.Pgbench.TPS); ratio < w.Target {
+			notes = append(notes, fmt.Sprintf("service/cheapest %.2f below the target %.2f", ratio, w.Target))
 		}
-		notes = append(notes, fmt.Sprintf("CPU per call through the service: PostgreSQL %s, machine %s (busy %.0f%%); per pgbench transaction: PostgreSQL %s, machine %s (busy %.0f%%)",
-			micros(w.PostgresCPU), micros(w.MachineCPU), 100*w.MachineBusy,
-			micros(w.PgbenchPostgresCPU), micros(w.PgbenchMachineCPU), 100*w.PgbenchBusy))
-		if w.Pool != nil {
-			notes = append(notes, fmt.Sprintf("pool of %.0f: %.0f%% of acquires waited, mean acquire %s (wall time)",
-				w.Pool.MaxConns, 100*w.Pool.WaitedShare, micros(w.Pool.MeanWait)))
+		notes = append(notes, fmt.Sprintf("machine CPU per call: service %s, reference %s, floor %s, pgbench %s (cheapest) and %s (service's statement)",
+			micros(svc.MachineCPU), micros(ref.MachineCPU), micros(floor.MachineCPU), micros(w.Cheapest.MachineCPU), micros(w.Statement.MachineCPU)))
+		notes = append(notes, fmt.Sprintf("load generator CPU per call: %s, %s, %s", micros(svc.LoadgenCPU), micros(ref.LoadgenCPU), micros(floor.LoadgenCPU)))
+		notes = append(notes, fmt.Sprintf("peak RSS: service %d MiB, reference %d MiB", svc.PeakRSS>>20, ref.PeakRSS>>20))
+		if pool := meanPool(w.Service); pool != nil {
+			notes = append(notes, fmt.Sprintf("service pool of %.0f: %.0f%% of acquires waited, mean acquire %s (wall time)",
+				pool.MaxConns, 100*pool.WaitedShare, micros(pool.MeanWait)))
 		}
-		if w.CountBound {
-			notes = append(notes, "stopped at the call-count bound")
+		for _, runs := range [][]serverRun{w.Service, w.Reference, w.Floor} {
+			for _, run := range runs {
+				if run.CountBound {
+					notes = append(notes, "a run stopped at the call-count bound")
+				}
+				if run.RSSNote != "" {
+					notes = append(notes, "RSS "+run.RSSNote)
+				}
+			}
 		}
-		if w.RSSNote != "" {
-			notes = append(notes, "RSS "+w.RSSNote)
+		fmt.Fprintf(out, "%s: %s\n", w.Name, strings.Join(slices.Compact(notes), "; "))
+	}
+
+	fmt.Fprintln(out, "\nStatements pgbench ran, the cheapest and the service's own:")
+	for _, w := range r.Workloads {
+		if sameStatement(w.Cheapest.SQL, w.Statement.SQL) {
+			fmt.Fprintf(out, "%s: %s (the service's own)\n", w.Name, oneLine(w.Cheapest.SQL))
+			continue
 		}
-		if len(notes) > 0 {
-			fmt.Fprintf(out, "%s: %s\n", w.Name, strings.Join(notes, "; "))
-		}
+		fmt.Fprintf(out, "%s:\n  cheapest: %s\n  service:  %s\n", w.Name, oneLine(w.Cheapest.SQL), oneLine(w.Statement.SQL))
 	}
 }
+
+// meanPool is the service's pool use averaged over its runs, or nil if
+// none has the counters.
+func meanPool(runs []serverRun) *poolUse {
+	var sum poolUse
+	n := 0
+	for _, r := range runs {
+		if r.Pool != nil {
+			sum.MaxConns = r.Pool.MaxConns
+			sum.WaitedShare += r.Pool.WaitedShare
+			sum.MeanWait += r.Pool.MeanWait
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	sum.WaitedShare /= float64(n)
+	sum.MeanWait /= time.Duration(n)
+	return &sum
+}
+
+// oneLine is a statement with its whitespace collapsed.
+func oneLine(sql string) string { return strings.Join(strings.Fields(sql), " ") }
+
+// sameStatement says whether two statements differ in whitespace only.
+func sameStatement(a, b string) bool { return oneLine(a) == oneLine(b) }
+
+func divide(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+func rate(v float64) string { return fmt.Sprintf("%.0f", v) }
 
 func (r *report) writeJSON(path string) error {
 	b, err := json.MarshalIndent(r, "", "  ")
@@ -179,13 +329,20 @@ func (r *report) writeJSON(path string) error {
 func (r *report) failures() error {
 	var msgs []string
 	for _, w := range r.Workloads {
-		for _, code := range slices.Sorted(maps.Keys(w.Errors)) {
-			msgs = append(msgs, fmt.Sprintf("%s: %d calls failed with %s (first: %s)", w.Name, w.Errors[code], code, w.FirstError))
+		for name, runs := range map[string][]serverRun{serviceName: w.Service, referenceName: w.Reference, floorName: w.Floor} {
+			for i, run := range runs {
+				for _, code := range slices.Sorted(maps.Keys(run.Errors)) {
+					msgs = append(msgs, fmt.Sprintf("%s, %s, round %d: %d calls failed with %s (first: %s)", w.Name, name, i+1, run.Errors[code], code, run.FirstError))
+				}
+			}
 		}
-		if w.Pgbench.Failed > 0 {
-			msgs = append(msgs, fmt.Sprintf("%s: %d pgbench transactions failed", w.Name, w.Pgbench.Failed))
+		for _, st := range []statementRun{w.Cheapest, w.Statement} {
+			if st.Pgbench.Failed > 0 {
+				msgs = append(msgs, fmt.Sprintf("%s: %d pgbench transactions failed: %s", w.Name, st.Pgbench.Failed, oneLine(st.SQL)))
+			}
 		}
 	}
+	slices.Sort(msgs)
 	if len(msgs) > 0 {
 		return fmt.Errorf("failed calls:\n  %s", strings.Join(msgs, "\n  "))
 	}

@@ -78,11 +78,12 @@ func (s stickySource) next(w *worker) *mem.BufferSlice {
 // request per call could not be encoded ahead.
 type freshSubjectSource struct {
 	template []byte
-	offset   int // of the subject's digits in template
+	offset   int    // of the subject's digits in template
+	base     uint64 // the run's first subject, less one
 	counter  *atomic.Int64
 }
 
-func newFreshSubjectSource(req func(subject string) proto.Message) (*freshSubjectSource, error) {
+func newFreshSubjectSource(req func(subject string) proto.Message, run int) (*freshSubjectSource, error) {
 	placeholder := bytes.Repeat([]byte{'0'}, newSubjectDigits)
 	b, err := proto.Marshal(req(string(placeholder)))
 	if err != nil {
@@ -92,7 +93,8 @@ func newFreshSubjectSource(req func(subject string) proto.Message) (*freshSubjec
 	if offset < 0 || bytes.Count(b, placeholder) != 1 {
 		return nil, fmt.Errorf("cannot find the subject placeholder in the encoded request")
 	}
-	return &freshSubjectSource{template: b, offset: offset, counter: new(atomic.Int64)}, nil
+	base := serviceNewSubjectBase + uint64(run)*runSpacing
+	return &freshSubjectSource{template: b, offset: offset, base: base, counter: new(atomic.Int64)}, nil
 }
 
 func (s *freshSubjectSource) next(w *worker) *mem.BufferSlice {
@@ -100,7 +102,7 @@ func (s *freshSubjectSource) next(w *worker) *mem.BufferSlice {
 		w.msg = mem.BufferSlice{mem.SliceBuffer(bytes.Clone(s.template))}
 	}
 	digits := w.msg[0].(mem.SliceBuffer)[s.offset : s.offset+newSubjectDigits]
-	for v, i := serviceNewSubjectBase+uint64(s.counter.Add(1)), len(digits)-1; i >= 0; i-- {
+	for v, i := s.base+uint64(s.counter.Add(1)), len(digits)-1; i >= 0; i-- {
 		digits[i] = byte('0' + v%10)
 		v /= 10
 	}

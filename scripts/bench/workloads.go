@@ -10,25 +10,33 @@ import (
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
 )
 
-// A workload is one RPC driven through the service, and the statement
-// behind it driven by pgbench with the same keys at the same concurrency.
+// A workload is one RPC driven through the service, the reference and the
+// floor, and two statements driven by pgbench with the same keys at the
+// same concurrency: the service's own, and the cheapest that returns the
+// same rows.
 type workload struct {
 	name   string
 	method string
-	// requests builds the load generator's requests over users 1..n.
-	requests func(n int64, rng *rand.Rand) (requestSource, error)
-	// query names the statement in sql/queries/users.sql.
+	// requests builds the load generator's requests over users 1..n; run
+	// numbers the load generator's runs, so that each can have keys of
+	// its own where keys must be new.
+	requests func(n int64, run int, rng *rand.Rand) (requestSource, error)
+	// query names the service's statement in sql/queries/users.sql.
 	query string
-	// pgbench says how pgbench binds the statement's parameters.
+	// cheapest is the cheapest statement that returns the rows the RPC
+	// returns, in the query file's syntax: the database's own limit.
+	cheapest string
+	// pgbench says how pgbench binds the statements' parameters.
 	pgbench pgbenchBinding
-	// target is the service/pgbench ratio the service should reach.
+	// target is the service/pgbench ratio the service should reach,
+	// against the cheapest statement.
 	target float64
 }
 
 // pgbenchBinding is a pgbench script around a statement.
 type pgbenchBinding struct {
 	// prelude is the script ahead of the statement. The variable :users
-	// holds N, the number of seeded users.
+	// holds N, the number of seeded users; :run numbers pgbench's runs.
 	prelude string
 	// params replaces a statement parameter by an expression, in which %s
 	// stands for the pgbench variable of the same name. A parameter not
@@ -59,11 +67,14 @@ const (
 
 // A login's identity id, for pgbench: the service allocates its own, so
 // pgbench must bind one too, unique per call (only first logins store it):
-// clients count their calls, and no two clients' numbers meet (the harness
-// runs at most maxConcurrency clients).
+// clients count their calls, no two clients' numbers meet (the harness
+// runs at most maxConcurrency clients), and no two runs' either.
 var pgbenchLoginID = fmt.Sprintf(`\set calls :calls + 1
-\set identity_id %d + :calls * %d + :client_id
-`, pgbenchNewIDBase, maxConcurrency)
+\set identity_id %d + :run * %d + :calls * %d + :client_id
+`, pgbenchNewIDBase, runSpacing, maxConcurrency)
+
+// userColumns are the columns every RPC returns.
+const userColumns = "identity_id, oidc_subject, name, email, photo_url, created_at, updated_at"
 
 var loginDefines = []string{"calls=0", "name=" + loginName, "email=" + loginEmail, "photo_url=" + loginPhotoURL}
 
@@ -79,7 +90,8 @@ var workloads = []workload{
 		requests: pooled(poolSize, func(_ *rand.Rand, key func() int64) proto.Message {
 			return &usersv1.GetUserRequest{IdentityId: identityID(key())}
 		}),
-		query: "GetUser",
+		query:    "GetUser",
+		cheapest: "SELECT " + userColumns + " FROM users WHERE identity_id = @identity_id;",
 		pgbench: pgbenchBinding{
 			prelude: `\set identity_id random(1, :users)` + "\n",
 			params:  map[string]string{"identity_id": uuidFromNumber},
@@ -92,7 +104,8 @@ var workloads = []workload{
 		requests: pooled(poolSize, func(_ *rand.Rand, key func() int64) proto.Message {
 			return &usersv1.GetUserByOIDCSubjectRequest{OidcSubject: subject(key())}
 		}),
-		query: "GetUserByOIDCSubject",
+		query:    "GetUserByOIDCSubject",
+		cheapest: "SELECT " + userColumns + " FROM users WHERE oidc_subject = @oidc_subject;",
 		pgbench: pgbenchBinding{
 			prelude: `\set oidc_subject random(1, :users)` + "\n",
 		},
@@ -112,7 +125,7 @@ var workloads = []workload{
 		name:   "BatchGetUsers",
 		target: 0.45,
 		method: usersv1.UsersService_BatchGetUsers_FullMethodName,
-		requests: func(n int64, rng *rand.Rand) (requestSource, error) {
+		requests: func(n int64, _ int, rng *rand.Rand) (requestSource, error) {
 			reqs, err := pool(batchPoolSize, n, rng, func(_ *rand.Rand, key func() int64) proto.Message {
 				ids := make([]string, batchSize)
 				for i := range ids {
@@ -123,6 +136,8 @@ var workloads = []workload{
 			return stickySource{reqs: reqs, every: batchEvery}, err
 		},
 		query: "BatchGetUsers",
+		// The same rows, in no particular order, as the reference does.
+		cheapest: "SELECT " + userColumns + " FROM users WHERE identity_id = ANY(@identity_ids::uuid[]);",
 		pgbench: pgbenchBinding{
 			prelude: `\set calls :calls + 1
 \if :calls % ` + strconv.Itoa(batchEvery) + ` = 1
@@ -141,6 +156,8 @@ FROM generate_series(1, ` + strconv.Itoa(batchSize) + `) \gset
 			return loginRequest(subject(key()))
 		}),
 		query: "ResolveOrCreateUser",
+		// A known subject's login returns the stored row: a read.
+		cheapest: "SELECT " + userColumns + " FROM users WHERE oidc_subject = @oidc_subject;",
 		pgbench: pgbenchBinding{
 			prelude: `\set oidc_subject random(1, :users)` + "\n" + pgbenchLoginID,
 			params:  map[string]string{"identity_id": uuidFromNumber},
@@ -151,12 +168,15 @@ FROM generate_series(1, ` + strconv.Itoa(batchSize) + `) \gset
 		name:   "ResolveOrCreateUser new",
 		target: 0.40,
 		method: usersv1.UsersService_ResolveOrCreateUser_FullMethodName,
-		requests: func(int64, *rand.Rand) (requestSource, error) {
-			return newFreshSubjectSource(loginRequest)
+		requests: func(_ int64, run int, _ *rand.Rand) (requestSource, error) {
+			return newFreshSubjectSource(loginRequest, run)
 		},
 		query: "ResolveOrCreateUser",
+		// A new subject's login stores the row and returns it.
+		cheapest: "INSERT INTO users (identity_id, oidc_subject, name, email, photo_url) " +
+			"VALUES (@identity_id, @oidc_subject, @name, @email, @photo_url) RETURNING " + userColumns + ";",
 		pgbench: pgbenchBinding{
-			prelude: pgbenchLoginID + fmt.Sprintf(`\set oidc_subject %d + :calls * %d + :client_id`, int64(pgbenchNewSubjectBase), maxConcurrency) + "\n",
+			prelude: pgbenchLoginID + fmt.Sprintf(`\set oidc_subject %d + :run * %d + :calls * %d + :client_id`, int64(pgbenchNewSubjectBase), runSpacing, maxConcurrency) + "\n",
 			params:  map[string]string{"identity_id": uuidFromNumber},
 			defines: loginDefines,
 		},
@@ -173,6 +193,8 @@ FROM generate_series(1, ` + strconv.Itoa(batchSize) + `) \gset
 			return &usersv1.UpdateUserRequest{IdentityId: identityID(key()), Name: &name}
 		}),
 		query: "UpdateUser",
+		// Sets the one field the request sets.
+		cheapest: "UPDATE users SET name = @name, updated_at = now() WHERE identity_id = @identity_id RETURNING " + userColumns + ";",
 		pgbench: pgbenchBinding{
 			prelude: `\set identity_id random(1, :users)` + "\n" + `\set name random(1, 1000000000)` + "\n",
 			params:  map[string]string{"identity_id": uuidFromNumber, "email": "NULL::text", "photo_url": "NULL::text"},
@@ -181,8 +203,8 @@ FROM generate_series(1, ` + strconv.Itoa(batchSize) + `) \gset
 }
 
 // pooled is a workload's requests: a pool of size, sent in random order.
-func pooled(size int, newReq func(rng *rand.Rand, key func() int64) proto.Message) func(int64, *rand.Rand) (requestSource, error) {
-	return func(n int64, rng *rand.Rand) (requestSource, error) {
+func pooled(size int, newReq func(rng *rand.Rand, key func() int64) proto.Message) func(int64, int, *rand.Rand) (requestSource, error) {
+	return func(n int64, _ int, rng *rand.Rand) (requestSource, error) {
 		reqs, err := pool(size, n, rng, newReq)
 		return randomSource{reqs: reqs}, err
 	}

@@ -16,17 +16,19 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
-// service is the users binary, running as a process of its own, as it
-// runs in production, so that its CPU and memory are its own.
-type service struct {
+// server is a gRPC server under measurement, running as a process of its
+// own, as the service runs in production, so that its CPU and memory are
+// its own: the service (the users binary), the reference or the floor.
+type server struct {
+	Name      string
 	Addr      string // gRPC, on loopback
-	AdminAddr string // metrics, on loopback
+	AdminAddr string // the service's metrics, on loopback; empty for the others
 	cmd       *exec.Cmd
 	logPath   string
 	exited    chan struct{}
 }
 
-func (s *service) PID() int { return s.cmd.Process.Pid }
+func (s *server) PID() int { return s.cmd.Process.Pid }
 
 // buildService builds the users binary into root/bin, as make build does.
 func buildService(ctx context.Context, root string) (string, error) {
@@ -39,42 +41,70 @@ func buildService(ctx context.Context, root string) (string, error) {
 	return bin, nil
 }
 
-// startService runs bin serve against dbURL on free loopback ports and
-// waits until its health check says SERVING. Its log goes to a file in
-// logDir, shown if it fails.
-func startService(ctx context.Context, bin, dbURL, logDir string) (*service, error) {
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
+// startService runs bin serve against dbURL on free loopback ports.
+func startService(ctx context.Context, bin, dbURL, logDir string) (*server, error) {
 	adminAddr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
-	logFile, err := os.Create(filepath.Join(logDir, "users.log"))
+	s, err := startServer(ctx, serviceName, logDir, []string{bin, "serve"}, "DATABASE_URL="+dbURL, "ADMIN_ADDRESS="+adminAddr)
+	if err != nil {
+		return nil, err
+	}
+	s.AdminAddr = adminAddr
+	return s, nil
+}
+
+// startReference runs this program's reference server against dbURL.
+func startReference(ctx context.Context, dbURL, logDir string) (*server, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	return startServer(ctx, referenceName, logDir, []string{self, referenceArg}, "DATABASE_URL="+dbURL)
+}
+
+// startFloor runs this program's floor server.
+func startFloor(ctx context.Context, logDir string) (*server, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	return startServer(ctx, floorName, logDir, []string{self, floorArg})
+}
+
+// startServer runs argv with env added, serving gRPC on a free loopback
+// port given as GRPC_ADDRESS, and waits until its health check says
+// SERVING. Its log goes to a file in logDir, shown if it fails.
+func startServer(ctx context.Context, name, logDir string, argv []string, env ...string) (*server, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	logFile, err := os.Create(filepath.Join(logDir, name+".log"))
 	if err != nil {
 		return nil, err
 	}
 	defer logFile.Close()
 
-	cmd := exec.Command(bin, "serve")
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "GRPC_ADDRESS="+addr, "ADMIN_ADDRESS="+adminAddr)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(append(os.Environ(), env...), "GRPC_ADDRESS="+addr)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// If the bench dies, the service does not linger.
+	// If the bench dies, the server does not linger.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	s := &service{Addr: addr, AdminAddr: adminAddr, cmd: cmd, logPath: logFile.Name(), exited: make(chan struct{})}
+	s := &server{Name: name, Addr: addr, cmd: cmd, logPath: logFile.Name(), exited: make(chan struct{})}
 	go func() { cmd.Wait(); close(s.exited) }() //nolint:errcheck // the exit is reported through the log
 	if err := s.waitServing(ctx); err != nil {
 		s.Stop()
-		return nil, fmt.Errorf("users serve: %w\n%s", err, s.logTail())
+		return nil, fmt.Errorf("%s: %w\n%s", name, err, s.logTail())
 	}
 	return s, nil
 }
 
-func (s *service) waitServing(ctx context.Context) error {
+func (s *server) waitServing(ctx context.Context) error {
 	cc, err := grpc.NewClient("passthrough:///"+s.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
@@ -100,9 +130,9 @@ func (s *service) waitServing(ctx context.Context) error {
 	}
 }
 
-// Stop asks the service to shut down and waits for it, killing it if it
+// Stop asks the server to shut down and waits for it, killing it if it
 // does not exit in time.
-func (s *service) Stop() {
+func (s *server) Stop() {
 	s.cmd.Process.Signal(syscall.SIGTERM) //nolint:errcheck // it may have exited already
 	select {
 	case <-s.exited:
@@ -112,7 +142,7 @@ func (s *service) Stop() {
 	}
 }
 
-func (s *service) logTail() string {
+func (s *server) logTail() string {
 	b, _ := os.ReadFile(s.logPath)
 	return lastLines(string(b), 20)
 }

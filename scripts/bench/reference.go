@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
+)
+
+// The reference server is the yardstick the service is measured against:
+// the obvious implementation of the same API over the same table, as one
+// would write it in an afternoon. Plain grpc-go handlers calling pgx
+// directly, pgxpool's default pool, no interceptors, no logging, no
+// validation beyond what the statements need. Whatever the service spends
+// beyond it is the price of what it adds. It runs as a process of its own
+// (this program, started with referenceArg), as the service does, so that
+// its CPU is measured the same way.
+const referenceArg = "reference-server"
+
+const referenceColumns = `identity_id, oidc_subject, name, email, photo_url, created_at, updated_at`
+
+type referenceServer struct {
+	usersv1.UnimplementedUsersServiceServer
+	pool *pgxpool.Pool
+}
+
+// referenceMain serves the reference on $GRPC_ADDRESS over $DATABASE_URL
+// until SIGTERM.
+func referenceMain() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "reference:", err)
+		return 1
+	}
+	defer pool.Close()
+	if err := pool.Ping(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "reference:", err)
+		return 1
+	}
+	return serveUntilDone(ctx, func(s *grpc.Server) {
+		usersv1.RegisterUsersServiceServer(s, &referenceServer{pool: pool})
+	})
+}
+
+// serveUntilDone serves what register registers, plus a health service
+// that says SERVING, on $GRPC_ADDRESS until ctx ends.
+func serveUntilDone(ctx context.Context, register func(*grpc.Server)) int {
+	lis, err := net.Listen("tcp", os.Getenv("GRPC_ADDRESS"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	s := grpc.NewServer()
+	register(s)
+	healthpb.RegisterHealthServer(s, health.NewServer())
+	go func() {
+		<-ctx.Done()
+		s.Stop()
+	}()
+	if err := s.Serve(lis); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+func (r *referenceServer) ResolveOrCreateUser(ctx context.Context, req *usersv1.ResolveOrCreateUserRequest) (*usersv1.ResolveOrCreateUserResponse, error) {
+	if req.GetOidcSubject() == "" {
+		return nil, status.Error(codes.InvalidArgument, "oidc_subject is required")
+	}
+	u, err := r.userBy(ctx, "oidc_subject", req.GetOidcSubject())
+	if err == nil {
+		return &usersv1.ResolveOrCreateUserResponse{User: u}, nil
+	}
+	if status.Code(err) != codes.NotFound {
+		return nil, err
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, toReferenceStatus(err)
+	}
+	u, err = scanReferenceUser(r.pool.QueryRow(ctx,
+		`INSERT INTO users (identity_id, oidc_subject, name, email, photo_url) VALUES ($1, $2, $3, $4, $5)
+		 ON CONFLICT (oidc_subject) DO NOTHING RETURNING `+referenceColumns,
+		id.String(), req.GetOidcSubject(), req.GetName(), req.GetEmail(), req.GetPhotoUrl()))
+	if status.Code(err) == codes.NotFound {
+		// Another login of the same subject inserted it first.
+		u, err = r.userBy(ctx, "oidc_subject", req.GetOidcSubject())
+		return &usersv1.ResolveOrCreateUserResponse{User: u}, err
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &usersv1.ResolveOrCreateUserResponse{User: u, Created: true}, nil
+}
+
+func (r *referenceServer) GetUser(ctx context.Context, req *usersv1.GetUserRequest) (*usersv1.GetUserResponse, error) {
+	if err := uuid.Validate(req.GetIdentityId()); err != nil {
+		return nil, status.Error(codes.InvalidArgument, "identity_id is not a UUID")
+	}
+	u, err := r.userBy(ctx, "identity_id", req.GetIdentityId())
+	if err != nil {
+		return nil, err
+	}
+	return &usersv1.GetUserResponse{User: u}, nil
+}
+
+func (r *referenceServer) GetUserByOIDCSubject(ctx context.Context, req *usersv1.GetUserByOIDCSubjectRequest) (*usersv1.GetUserByOIDCSubjectResponse, error) {
+	u, err := r.userBy(ctx, "oidc_subject", req.GetOidcSubject())
+	if err != nil {
+		return nil, err
+	}
+	return &usersv1.GetUserByOIDCSubjectResponse{User: u}, nil
+}
+
+func (r *referenceServer) BatchGetUsers(ctx context.Context, req *usersv1.BatchGetUsersRequest) (*usersv1.BatchGetUsersResponse, error) {
+	for _, id := range req.GetIdentityIds() {
+		if err := uuid.Validate(id); err != nil {
+			return nil, status.Error(codes.InvalidArgument, "identity_ids holds a malformed UUID")
+		}
+	}
+	rows, err := r.pool.Query(ctx, `SELECT `+referenceColumns+` FROM users WHERE identity_id = ANY($1)`, req.GetIdentityIds())
+	if err != nil {
+		return nil, toReferenceStatus(err)
+	}
+	defer rows.Close()
+	resp := &usersv1.BatchGetUsersResponse{}
+	for rows.Next() {
+		u, err := scanReferenceUser(rows)
+		if err != nil {
+			return nil, err
+		}
+		resp.Users = append(resp.Users, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, toReferenceStatus(err)
+	}
+	return resp, nil
+}
+
+func (r *referenceServer) UpdateUser(ctx context.Context, req *usersv1.UpdateUserRequest) (*usersv1.UpdateUserResponse, error) {
+	if err := uuid.Validate(req.GetIdentityId()); err != nil {
+		return nil, status.Error(codes.InvalidArgument, "identity_id is not a UUID")
+	}
+	u, err := scanReferenceUser(r.pool.QueryRow(ctx,
+		`UPDATE users SET name = COALESCE($2, name), email = COALESCE($3, email), photo_url = COALESCE($4, photo_url), updated_at = now()
+		 WHERE identity_id = $1 RETURNING `+referenceColumns,
+		req.GetIdentityId(), req.Name, req.Email, req.PhotoUrl))
+	if err != nil {
+		return nil, err
+	}
+	return &usersv1.UpdateUserResponse{User: u}, nil
+}
+
+// userBy reads the user whose column (a constant) equals value.
+func (r *referenceServer) userBy(ctx context.Context, column, value string) (*usersv1.User, error) {
+	return scanReferenceUser(r.pool.QueryRow(ctx, `SELECT `+referenceColumns+` FROM users WHERE `+column+` = $1`, value))
+}
+
+func scanReferenceUser(row pgx.Row) (*usersv1.User, error) {
+	var u usersv1.User
+	var id string
+	var created, updated time.Time
+	if err := row.Scan(&id, &u.OidcSubject, &u.Name, &u.Email, &u.PhotoUrl, &created, &updated); err != nil {
+		return nil, toReferenceStatus(err)
+	}
+	u.Meta = &usersv1.EntityMeta{Id: id, CreatedAt: timestamppb.New(created), UpdatedAt: timestamppb.New(updated)}
+	return &u, nil
+}
+
+func toReferenceStatus(err error) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return status.Error(codes.NotFound, "user not found")
+	}
+	return status.Error(codes.Internal, "internal error")
+}

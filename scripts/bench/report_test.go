@@ -1,0 +1,101 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func runsOf(rps ...float64) []serverRun {
+	var out []serverRun
+	for _, v := range rps {
+		out = append(out, serverRun{RPS: v, Calls: int64(v)})
+	}
+	return out
+}
+
+func TestServiceOverReferenceIsTakenRoundByRound(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name         string
+		service, ref []serverRun
+		want         spread
+	}{
+		{"three rounds: the median round's ratio, and the extremes",
+			runsOf(100, 300, 200), runsOf(200, 300, 100), spread{Median: 1, Min: 0.5, Max: 2}},
+		{"a ratio pairs runs of one round, not the medians of each",
+			runsOf(100, 400), runsOf(400, 100), spread{Median: 2.125, Min: 0.25, Max: 4}},
+		{"a round whose reference did nothing is left out",
+			runsOf(100, 100), runsOf(0, 50), spread{Median: 2, Min: 2, Max: 2}},
+		{"no rounds", nil, nil, spread{}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			var rep report
+			rep.add(workloadResult{Service: c.service, Reference: c.ref})
+			if diff := cmp.Diff(c.want, rep.Workloads[0].Ratio); diff != "" {
+				t.Errorf("ratio (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestSummaryWeighsCPUByCalls(t *testing.T) {
+	t.Parallel()
+	s := summarize([]serverRun{
+		{RPS: 1000, P99: 3 * time.Millisecond, Calls: 1000, ServerCPU: 100 * time.Microsecond, PeakRSS: 10},
+		{RPS: 3000, P99: 1 * time.Millisecond, Calls: 3000, ServerCPU: 60 * time.Microsecond, PeakRSS: 30},
+		{RPS: 2000, P99: 2 * time.Millisecond, Calls: 2000, ServerCPU: 80 * time.Microsecond, PeakRSS: 20},
+	})
+	// (1000*100 + 3000*60 + 2000*80) / 6000 = 73.33µs
+	want := summary{RPS: 2000, P99: float64(2 * time.Millisecond), ServerCPU: 440 * time.Microsecond / 6, PeakRSS: 30}
+	if diff := cmp.Diff(want, s); diff != "" {
+		t.Errorf("summary (-want +got):\n%s", diff)
+	}
+}
+
+func TestReportShowsBothStatementsAndTheFloor(t *testing.T) {
+	t.Parallel()
+	rep := report{Machine: machine{Rounds: 2}}
+	cheap := statementRun{SQL: "SELECT 1;", Pgbench: pgbenchResult{TPS: 4000}}
+	rep.add(workloadResult{
+		Name: "BatchGetUsers", Service: runsOf(1000, 1200), Reference: runsOf(2000, 2000), Floor: runsOf(9000, 9100),
+		Cheapest: cheap, Statement: statementRun{SQL: "SELECT 1\nORDER BY 1;", Pgbench: pgbenchResult{TPS: 2000}},
+	})
+	rep.add(workloadResult{Name: "GetUser", Service: runsOf(1000), Reference: runsOf(1000), Floor: runsOf(5000),
+		Cheapest: cheap, Statement: statementRun{SQL: "SELECT\n  1;", Pgbench: pgbenchResult{TPS: 4000}}})
+	var out bytes.Buffer
+	rep.print(&out)
+	for _, want := range []string{
+		"| BatchGetUsers |        1100 |          2000 |            0.55 (0.50–0.60) |",
+		"9050 |",                 // the floor's median RPS
+		"|               0.50 |", // the service's statement at half the cheapest's rate
+		"cheapest: SELECT 1;\n  service:  SELECT 1 ORDER BY 1;",
+		"GetUser: SELECT 1; (the service's own)",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the report lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestFailuresNameTheServerAndRound(t *testing.T) {
+	t.Parallel()
+	rep := report{Workloads: []workloadResult{{
+		Name:      "GetUser",
+		Reference: []serverRun{{}, {Errors: map[string]int64{"Internal": 3}, FirstError: "boom"}},
+		Cheapest:  statementRun{SQL: "SELECT 1;", Pgbench: pgbenchResult{Failed: 2}},
+	}}}
+	err := rep.failures()
+	if err == nil {
+		t.Fatal("no failures reported")
+	}
+	for _, want := range []string{"GetUser, reference, round 2: 3 calls failed with Internal (first: boom)", "GetUser: 2 pgbench transactions failed: SELECT 1;"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("failures lack %q:\n%v", want, err)
+		}
+	}
+}

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/testing/protocmp"
+
+	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
+	"github.com/agynio/users/internal/testdb"
+)
+
+// TestMain serves the reference or the floor when the bench starts this
+// test binary as one of them (startReference, startFloor), and otherwise
+// runs the tests against a throwaway PostgreSQL.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case referenceArg:
+			os.Exit(referenceMain())
+		case floorArg:
+			os.Exit(floorMain())
+		}
+	}
+	os.Exit(testdb.Run(m))
+}
+
+// usersClient starts srv, stops it when t ends, and returns a client of it.
+func usersClient(t *testing.T, srv *server) usersv1.UsersServiceClient {
+	t.Helper()
+	t.Cleanup(srv.Stop)
+	cc, err := grpc.NewClient("passthrough:///"+srv.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return usersv1.NewUsersServiceClient(cc)
+}
+
+func TestReferenceServerAnswersEveryRPC(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	ref, err := startReference(ctx, testdb.URL(t), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := usersClient(t, ref)
+
+	login := &usersv1.ResolveOrCreateUserRequest{OidcSubject: "auth0|alice", Name: "Alice", Email: "alice@example.com", PhotoUrl: "https://example.com/a.png"}
+	first, err := c.ResolveOrCreateUser(ctx, login)
+	if err != nil {
+		t.Fatalf("first login: %v", err)
+	}
+	alice := first.GetUser()
+	id, err := uuid.Parse(alice.GetMeta().GetId())
+	if err != nil || id.Version() != 7 {
+		t.Errorf("identity id %q: want a UUIDv7 (%v)", alice.GetMeta().GetId(), err)
+	}
+	if !first.GetCreated() || alice.GetName() != "Alice" || alice.GetEmail() != "alice@example.com" || alice.GetPhotoUrl() != "https://example.com/a.png" {
+		t.Errorf("first login = %v, want created with the claims", first)
+	}
+	again, err := c.ResolveOrCreateUser(ctx, &usersv1.ResolveOrCreateUserRequest{OidcSubject: "auth0|alice", Name: "Other"})
+	if err != nil {
+		t.Fatalf("second login: %v", err)
+	}
+	if diff := cmp.Diff(&usersv1.ResolveOrCreateUserResponse{User: alice}, again, protocmp.Transform()); diff != "" {
+		t.Errorf("second login: want the stored user, not created (-want +got):\n%s", diff)
+	}
+
+	got, err := c.GetUser(ctx, &usersv1.GetUserRequest{IdentityId: alice.GetMeta().GetId()})
+	if diff := cmp.Diff(alice, got.GetUser(), protocmp.Transform()); err != nil || diff != "" {
+		t.Errorf("GetUser: %v (-want +got):\n%s", err, diff)
+	}
+	bySubject, err := c.GetUserByOIDCSubject(ctx, &usersv1.GetUserByOIDCSubjectRequest{OidcSubject: "auth0|alice"})
+	if diff := cmp.Diff(alice, bySubject.GetUser(), protocmp.Transform()); err != nil || diff != "" {
+		t.Errorf("GetUserByOIDCSubject: %v (-want +got):\n%s", err, diff)
+	}
+
+	bob, err := c.ResolveOrCreateUser(ctx, &usersv1.ResolveOrCreateUserRequest{OidcSubject: "auth0|bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing := uuid.NewString()
+	batch, err := c.BatchGetUsers(ctx, &usersv1.BatchGetUsersRequest{IdentityIds: []string{bob.GetUser().GetMeta().GetId(), missing, alice.GetMeta().GetId()}})
+	if err != nil {
+		t.Fatalf("BatchGetUsers: %v", err)
+	}
+	// The reference does not order the batch.
+	wantBatch := []*usersv1.User{alice, bob.GetUser()}
+	if diff := cmp.Diff(wantBatch, batch.GetUsers(), protocmp.Transform(), protocmp.SortRepeated(func(a, b *usersv1.User) bool {
+		return a.GetOidcSubject() < b.GetOidcSubject()
+	})); diff != "" {
+		t.Errorf("BatchGetUsers (-want +got):\n%s", diff)
+	}
+
+	name := "Alice Liddell"
+	updated, err := c.UpdateUser(ctx, &usersv1.UpdateUserRequest{IdentityId: alice.GetMeta().GetId(), Name: &name})
+	if err != nil {
+		t.Fatalf("UpdateUser: %v", err)
+	}
+	if u := updated.GetUser(); u.GetName() != name || u.GetEmail() != alice.GetEmail() || u.GetPhotoUrl() != alice.GetPhotoUrl() ||
+		u.GetMeta().GetUpdatedAt().AsTime().Before(alice.GetMeta().GetUpdatedAt().AsTime()) {
+		t.Errorf("UpdateUser = %v, want the name changed and nothing else", u)
+	}
+
+	for _, c := range []struct {
+		name string
+		call func() error
+		want codes.Code
+	}{
+		{"GetUser of a missing id", func() error { _, err := c.GetUser(ctx, &usersv1.GetUserRequest{IdentityId: missing}); return err }, codes.NotFound},
+		{"GetUser of a malformed id", func() error { _, err := c.GetUser(ctx, &usersv1.GetUserRequest{IdentityId: "x"}); return err }, codes.InvalidArgument},
+		{"GetUserByOIDCSubject of a missing subject", func() error {
+			_, err := c.GetUserByOIDCSubject(ctx, &usersv1.GetUserByOIDCSubjectRequest{OidcSubject: "nobody"})
+			return err
+		}, codes.NotFound},
+		{"UpdateUser of a missing id", func() error {
+			_, err := c.UpdateUser(ctx, &usersv1.UpdateUserRequest{IdentityId: missing, Name: &name})
+			return err
+		}, codes.NotFound},
+		{"a login without a subject", func() error { _, err := c.ResolveOrCreateUser(ctx, &usersv1.ResolveOrCreateUserRequest{}); return err }, codes.InvalidArgument},
+	} {
+		if got := status.Code(c.call()); got != c.want {
+			t.Errorf("%s: %s, want %s", c.name, got, c.want)
+		}
+	}
+}
+
+func TestReferenceServerCreatesAConcurrentFirstLoginOnce(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	ref, err := startReference(ctx, testdb.URL(t), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := usersClient(t, ref)
+
+	const logins = 16
+	resps := make([]*usersv1.ResolveOrCreateUserResponse, logins)
+	errs := make([]error, logins)
+	var wg sync.WaitGroup
+	for i := range logins {
+		wg.Go(func() {
+			resps[i], errs[i] = c.ResolveOrCreateUser(ctx, &usersv1.ResolveOrCreateUserRequest{OidcSubject: "auth0|carol"})
+		})
+	}
+	wg.Wait()
+	created := 0
+	for i, r := range resps {
+		if errs[i] != nil {
+			t.Fatalf("login %d: %v", i, errs[i])
+		}
+		if r.GetCreated() {
+			created++
+		}
+		if r.GetUser().GetMeta().GetId() != resps[0].GetUser().GetMeta().GetId() {
+			t.Errorf("login %d: id %s, login 0: %s", i, r.GetUser().GetMeta().GetId(), resps[0].GetUser().GetMeta().GetId())
+		}
+	}
+	if created != 1 {
+		t.Errorf("%d logins say created, want 1", created)
+	}
+}
+
+func TestFloorAnswersEveryRPCWithAUser(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	floor, err := startFloor(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := usersClient(t, floor)
+
+	var users []*usersv1.User
+	r1, err := c.ResolveOrCreateUser(ctx, &usersv1.ResolveOrCreateUserRequest{OidcSubject: "1"})
+	users = append(users, r1.GetUser())
+	if err == nil {
+		var r *usersv1.GetUserResponse
+		r, err = c.GetUser(ctx, &usersv1.GetUserRequest{IdentityId: identityID(1)})
+		users = append(users, r.GetUser())
+	}
+	if err == nil {
+		var r *usersv1.GetUserByOIDCSubjectResponse
+		r, err = c.GetUserByOIDCSubject(ctx, &usersv1.GetUserByOIDCSubjectRequest{OidcSubject: "1"})
+		users = append(users, r.GetUser())
+	}
+	if err == nil {
+		var r *usersv1.UpdateUserResponse
+		r, err = c.UpdateUser(ctx, &usersv1.UpdateUserRequest{IdentityId: identityID(1)})
+		users = append(users, r.GetUser())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, u := range users {
+		if u.GetMeta().GetId() == "" || u.GetOidcSubject() == "" || u.GetName() == "" {
+			t.Errorf("answer %d: %v, want a whole user", i, u)
+		}
+	}
+	batch, err := c.BatchGetUsers(ctx, &usersv1.BatchGetUsersRequest{IdentityIds: []string{identityID(1)}})
+	if err != nil || len(batch.GetUsers()) != batchSize {
+		t.Errorf("BatchGetUsers: %d users, %v; want %d, as a full batch's answer", len(batch.GetUsers()), err, batchSize)
+	}
+}
