@@ -58,13 +58,15 @@ build: ## Build bin/users and bin/withpg.
 test: build ## Run all tests against a real PostgreSQL (throwaway unless TEST_DATABASE_URL/DATABASE_URL is set).
 	$(WITHPG) go test $(GO_TEST_FLAGS) ./...
 
-# make bench measures the service beside pgbench running the same statements
-# (scripts/bench), on a throwaway PostgreSQL unless DATABASE_URL names a server:
-# N users (default 1000000), DURATION per workload, CONCURRENCY, JSON file.
+# make bench measures the service beside a reference implementation, a bare
+# gRPC floor, and pgbench running the cheapest statements and the service's
+# own (scripts/bench), on a throwaway PostgreSQL unless DATABASE_URL names a
+# server: N users (default 1000000), DURATION per run, CONCURRENCY, ROUNDS
+# (default 3), JSON file.
 BENCH_ARGS = $(if $(N),-n $(N)) $(if $(DURATION),-duration $(DURATION)) \
-  $(if $(CONCURRENCY),-concurrency $(CONCURRENCY)) $(if $(JSON),-json $(JSON))
+  $(if $(CONCURRENCY),-concurrency $(CONCURRENCY)) $(if $(ROUNDS),-rounds $(ROUNDS)) $(if $(JSON),-json $(JSON))
 .PHONY: bench
-bench: ## Measure the service beside pgbench (N, DURATION, CONCURRENCY, JSON to tune).
+bench: ## Measure the service beside a reference, a floor and pgbench (N, DURATION, CONCURRENCY, ROUNDS, JSON to tune).
 	go run ./scripts/bench $(BENCH_ARGS)
 
 BENCH_FLAGS ?= -benchtime=1s -count=6
