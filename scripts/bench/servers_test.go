@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -212,5 +213,41 @@ func TestFloorAnswersEveryRPCWithAUser(t *testing.T) {
 	batch, err := c.BatchGetUsers(ctx, &usersv1.BatchGetUsersRequest{IdentityIds: []string{identityID(1)}})
 	if err != nil || len(batch.GetUsers()) != batchSize {
 		t.Errorf("BatchGetUsers: %d users, %v; want %d, as a full batch's answer", len(batch.GetUsers()), err, batchSize)
+	}
+}
+
+// TestPgbenchRunsEveryStatement runs pgbench on each workload's two
+// statements, bound as the bench binds them, for a second each: a
+// statement the binding does not fit, or first logins that collide with
+// an earlier run's, fail here rather than in the middle of a bench.
+func TestPgbenchRunsEveryStatement(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	pgbench, err := findPgbench()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stmts, err := queries(filepath.Join("..", "..", "sql", "queries", "users.sql"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbURL := testdb.URL(t)
+	cfg := config{users: 1000, concurrency: 2, duration: time.Second}
+	if err := seed(ctx, dbURL, cfg.users); err != nil {
+		t.Fatal(err)
+	}
+	run := 0
+	for _, w := range workloads {
+		for _, sql := range []string{w.cheapest, stmts[w.query]} {
+			r, err := measureStatement(ctx, pgbench, dbURL, 0, sql, w, cfg, run)
+			run++
+			if err != nil {
+				t.Fatalf("%s: %v", w.name, err)
+			}
+			if r.Pgbench.Transactions == 0 || r.Pgbench.Failed > 0 {
+				t.Errorf("%s: %d transactions, %d failed: %s", w.name, r.Pgbench.Transactions, r.Pgbench.Failed, oneLine(sql))
+			}
+		}
 	}
 }
