@@ -134,55 +134,82 @@ func TestResolveOrCreateUserConcurrentFirstLogins(t *testing.T) {
 	}
 }
 
-// The losing side of a first-login race, made deterministic: the winner's
-// insert is still uncommitted when the login starts, so the login's
-// statement snapshot cannot see it and the fallback read must.
-func TestResolveOrCreateUserLosingARaceReturnsTheWinner(t *testing.T) {
+// A first login that meets another one's uncommitted insert of the same
+// subject, made deterministic: the other insert is still open when the
+// login starts, so the login's statement snapshot cannot see it, and the
+// login's INSERT waits for it. If it commits, the login lost the race and
+// the fallback read must return the winner's row; if it rolls back, the
+// login's own insert goes ahead and creates the user.
+func TestResolveOrCreateUserMeetingAConcurrentFirstLogin(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	pool := e.conn.(*pgxpool.Pool)
-	winner := uuid.Must(uuid.NewV7())
+	tests := []struct {
+		name        string
+		commit      bool
+		wantCreated bool
+		wantName    string
+	}{
+		{"a winner that commits is returned, not created", true, false, "Winner"},
+		{"a winner that rolls back leaves the login to create the user", false, true, "Loser"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			pool := e.conn.(*pgxpool.Pool)
+			winner := uuid.Must(uuid.NewV7())
 
-	tx, err := pool.Begin(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(context.Background()) //nolint:errcheck // committed below on success
-	if _, err := tx.Exec(t.Context(), "INSERT INTO users (identity_id, oidc_subject, name) VALUES ($1, 'racer', 'Winner')", winner); err != nil {
-		t.Fatal(err)
-	}
+			tx, err := pool.Begin(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(context.Background()) //nolint:errcheck // ended below
+			if _, err := tx.Exec(t.Context(), "INSERT INTO users (identity_id, oidc_subject, name) VALUES ($1, 'racer', 'Winner')", winner); err != nil {
+				t.Fatal(err)
+			}
 
-	type result struct {
-		resp *usersv1.ResolveOrCreateUserResponse
-		err  error
-	}
-	done := make(chan result, 1)
-	go func() {
-		resp, err := e.client.ResolveOrCreateUser(t.Context(), &usersv1.ResolveOrCreateUserRequest{OidcSubject: "racer", Name: "Loser"})
-		done <- result{resp, err}
-	}()
+			type result struct {
+				resp *usersv1.ResolveOrCreateUserResponse
+				err  error
+			}
+			done := make(chan result, 1)
+			go func() {
+				resp, err := e.client.ResolveOrCreateUser(t.Context(), &usersv1.ResolveOrCreateUserRequest{OidcSubject: "racer", Name: "Loser"})
+				done <- result{resp, err}
+			}()
 
-	// Wait until the login's INSERT is blocked on the winner's row.
-	deadline := time.Now().Add(10 * time.Second)
-	for blocked := false; !blocked; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the login never blocked on the uncommitted insert")
-		}
-		if err := pool.QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock')`).Scan(&blocked); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tx.Commit(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+			// Wait until the login's INSERT is blocked on the winner's row.
+			deadline := time.Now().Add(10 * time.Second)
+			for blocked := false; !blocked; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the login never blocked on the uncommitted insert")
+				}
+				if err := pool.QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+					WHERE datname = current_database() AND wait_event_type = 'Lock')`).Scan(&blocked); err != nil {
+					t.Fatal(err)
+				}
+			}
+			end := tx.Rollback
+			if tt.commit {
+				end = tx.Commit
+			}
+			if err := end(t.Context()); err != nil {
+				t.Fatal(err)
+			}
 
-	r := <-done
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	if r.resp.GetCreated() || r.resp.GetUser().GetMeta().GetId() != winner.String() || r.resp.GetUser().GetName() != "Winner" {
-		t.Errorf("got created=%v %v, want the winner's row %s with created=false", r.resp.GetCreated(), r.resp.GetUser(), winner)
+			r := <-done
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			got := r.resp
+			if got.GetCreated() != tt.wantCreated || got.GetUser().GetName() != tt.wantName ||
+				(got.GetUser().GetMeta().GetId() == winner.String()) != tt.commit {
+				t.Errorf("got created=%v %v, want created=%v and the row named %q (the winner's id %s: %v)",
+					got.GetCreated(), got.GetUser(), tt.wantCreated, tt.wantName, winner, tt.commit)
+			}
+			if n := e.countUsers(t); n != 1 {
+				t.Errorf("users rows = %d, want 1", n)
+			}
+		})
 	}
 }
 
