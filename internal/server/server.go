@@ -112,7 +112,7 @@ func (s *Server) BatchGetUsers(ctx context.Context, req *usersv1.BatchGetUsersRe
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	return &usersv1.BatchGetUsersResponse{Users: usersToProto(users)}, nil
+	return &usersv1.BatchGetUsersResponse{Users: usersToProto(inRequestOrder(ids, users))}, nil
 }
 
 // UpdateUser sets the profile fields present in the request.

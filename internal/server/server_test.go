@@ -2,6 +2,8 @@ package server_test
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
@@ -282,20 +284,43 @@ func TestBatchGetUsers(t *testing.T) {
 	}
 }
 
+// A full batch: 40 users asked for in shuffled order, each of them twice,
+// among 20 ids with no user, come back once each in the order of their
+// first occurrence, whatever order the statement read them in.
 func TestBatchGetUsersTakesAHundredIDs(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	u := e.createUser(t, &usersv1.ResolveOrCreateUserRequest{OidcSubject: "only"})
-	ids := make([]string, 100)
-	for i := range ids {
-		ids[i] = uuid.NewString()
+	users := make([]*usersv1.User, 40)
+	for i := range users {
+		users[i] = e.createUser(t, &usersv1.ResolveOrCreateUserRequest{OidcSubject: fmt.Sprintf("user-%d", i)})
 	}
-	ids[57] = u.GetMeta().GetId()
+	var ids []string
+	for _, u := range users {
+		ids = append(ids, u.GetMeta().GetId(), u.GetMeta().GetId())
+	}
+	for range 20 {
+		ids = append(ids, uuid.NewString())
+	}
+	rng := rand.New(rand.NewPCG(7, 7))
+	rng.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
+
+	byID := map[string]*usersv1.User{}
+	for _, u := range users {
+		byID[u.GetMeta().GetId()] = u
+	}
+	var want []*usersv1.User
+	for _, id := range ids {
+		if u, ok := byID[id]; ok {
+			want = append(want, u)
+			delete(byID, id)
+		}
+	}
+
 	resp, err := e.client.BatchGetUsers(t.Context(), &usersv1.BatchGetUsersRequest{IdentityIds: ids})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]*usersv1.User{u}, resp.GetUsers(), protocmp.Transform()); diff != "" {
+	if diff := cmp.Diff(want, resp.GetUsers(), protocmp.Transform()); diff != "" {
 		t.Errorf("users (-want +got):\n%s", diff)
 	}
 }

@@ -43,12 +43,14 @@ FROM users
 WHERE oidc_subject = @oidc_subject;
 
 -- name: BatchGetUsers :many
--- Users in the order of their first occurrence in identity_ids; ids with no
--- user are left out, and a repeated id yields its user once.
+-- The users with these ids, each once, in no particular order; ids with no
+-- user are left out. The caller puts them in the order of the ids' first
+-- occurrence, in one pass over the ids: ORDER BY array_position(...)
+-- would search the array once per row, about a quarter of this
+-- statement's database CPU for 100 ids.
 SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at
 FROM users
-WHERE identity_id = ANY(@identity_ids::uuid[])
-ORDER BY array_position(@identity_ids::uuid[], identity_id);
+WHERE identity_id = ANY(@identity_ids::uuid[]);
 
 -- name: UpdateUser :one
 -- Partial update: a NULL argument keeps the stored value; any other value,
