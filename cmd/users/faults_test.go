@@ -216,7 +216,8 @@ func TestShutdownUnderLoad(t *testing.T) {
 	t.Parallel()
 	const shutdownTimeout = 10 * time.Second
 	dbURL := testdb.URL(t)
-	p, addr := startServe(t, map[string]string{"DATABASE_URL": dbURL, "SHUTDOWN_TIMEOUT": shutdownTimeout.String()})
+	// At debug, so that the calls that succeed are in the log too.
+	p, addr := startServe(t, map[string]string{"DATABASE_URL": dbURL, "SHUTDOWN_TIMEOUT": shutdownTimeout.String(), "LOG_LEVEL": "debug"})
 	users := usersv1.NewUsersServiceClient(dial(t, addr))
 	user := createUser(t, users, &usersv1.ResolveOrCreateUserRequest{OidcSubject: "https://issuer.example.com|busy"})
 	held := createUser(t, users, &usersv1.ResolveOrCreateUserRequest{OidcSubject: "https://issuer.example.com|held"})

@@ -338,7 +338,8 @@ func callWithPersonalData(t *testing.T, users usersv1.UsersServiceClient, pd per
 // request reaches stdout or stderr.
 func TestLogsOneLinePerCallWithoutPersonalData(t *testing.T) {
 	t.Parallel()
-	p, addr := startServe(t, map[string]string{"DATABASE_URL": testdb.URL(t)})
+	// At debug, where every call has its line.
+	p, addr := startServe(t, map[string]string{"DATABASE_URL": testdb.URL(t), "LOG_LEVEL": "debug"})
 	cc := dial(t, addr)
 	users := usersv1.NewUsersServiceClient(cc)
 	pd := newPersonalData()
@@ -375,12 +376,12 @@ func TestLogsOneLinePerCallWithoutPersonalData(t *testing.T) {
 		if r["msg"] != "finished call" {
 			continue
 		}
-		if r["grpc.service"] != usersService {
-			t.Errorf("finished call line for %v %v at info level; health checks belong at debug", r["grpc.service"], r["grpc.method"])
-			continue
+		// A call that succeeds at debug, one that fails at info.
+		if want := map[bool]string{true: "DEBUG", false: "INFO"}[r["grpc.code"] == "OK"]; r["level"] != want {
+			t.Errorf("finished call line for %v %v %v: level %v, want %s", r["grpc.service"], r["grpc.method"], r["grpc.code"], r["level"], want)
 		}
-		if r["level"] != "INFO" {
-			t.Errorf("finished call line for %v: level %v, want INFO", r["grpc.method"], r["level"])
+		if r["grpc.service"] != usersService {
+			continue
 		}
 		if ms, ok := milliseconds(r["grpc.time_ms"]); !ok || ms < 0 {
 			t.Errorf("finished call line for %v: grpc.time_ms = %#v, want a duration in milliseconds", r["grpc.method"], r["grpc.time_ms"])
@@ -437,6 +438,28 @@ func TestLogLevel(t *testing.T) {
 		}
 	})
 
+	t.Run("info logs the calls that fail, not those that succeed", func(t *testing.T) {
+		t.Parallel()
+		p, addr := startServe(t, map[string]string{"DATABASE_URL": testdb.URL(t)})
+		users := usersv1.NewUsersServiceClient(dial(t, addr))
+		user := createUser(t, users, &usersv1.ResolveOrCreateUserRequest{OidcSubject: "info-level"})
+		if _, err := users.GetUser(rpcContext(t), &usersv1.GetUserRequest{IdentityId: user.GetMeta().GetId()}); err != nil {
+			t.Fatalf("GetUser: %v", err)
+		}
+		_, err := users.GetUser(rpcContext(t), &usersv1.GetUserRequest{IdentityId: uuid.NewString()})
+		if status.Code(err) != codes.NotFound {
+			t.Fatalf("GetUser of an unknown id: %v, want %s", err, codes.NotFound)
+		}
+		p.terminate(t)
+		if code := p.wait(t, waitTimeout); code != 0 {
+			t.Errorf("exit code %d, want 0", code)
+		}
+		got := callSummaries(logRecords(t, p.stdout.String()), usersService)
+		if want := []string{"GetUser NotFound"}; !cmp.Equal(got, want) {
+			t.Errorf("finished call lines at info = %q, want %q", got, want)
+		}
+	})
+
 	t.Run("debug shows health checks", func(t *testing.T) {
 		t.Parallel()
 		p, addr := startServe(t, map[string]string{"DATABASE_URL": testdb.URL(t), "LOG_LEVEL": "debug"})
@@ -461,8 +484,8 @@ func TestLogLevel(t *testing.T) {
 			if r["msg"] != "finished call" {
 				continue
 			}
-			want := "INFO"
-			if r["grpc.service"] == "grpc.health.v1.Health" {
+			want := "INFO" // GetUser, NOT_FOUND
+			if r["grpc.code"] == "OK" {
 				want = "DEBUG"
 			}
 			if r["level"] != want {
@@ -482,6 +505,7 @@ func TestTracing(t *testing.T) {
 	collector := startTraceCollector(t, "127.0.0.1:0")
 	p, addr := startServe(t, map[string]string{
 		"DATABASE_URL":                testdb.URL(t),
+		"LOG_LEVEL":                   "debug", // for the line of a call that succeeds
 		"OTEL_EXPORTER_OTLP_ENDPOINT": "http://" + collector.addr,
 		"OTEL_EXPORTER_OTLP_INSECURE": "true",
 		"OTEL_BSP_SCHEDULE_DELAY":     "100", // milliseconds, so that spans leave soon
@@ -577,6 +601,7 @@ func TestTracingOffWithoutAnEndpoint(t *testing.T) {
 	// on, and they let a wrongly started exporter reach the collector.
 	p, addr := startServe(t, map[string]string{
 		"DATABASE_URL":                testdb.URL(t),
+		"LOG_LEVEL":                   "debug", // every line, to look for trace ids in
 		"OTEL_EXPORTER_OTLP_INSECURE": "true",
 		"OTEL_BSP_SCHEDULE_DELAY":     "100",
 	})

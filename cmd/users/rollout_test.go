@@ -67,7 +67,8 @@ const retryServiceConfig = `{
 func TestRestartingAReplicaUnderLoadFailsNoCall(t *testing.T) {
 	t.Parallel()
 	const endpointLag = 300 * time.Millisecond // before the balancer forgets a stopping replica
-	env := map[string]string{"DATABASE_URL": testdb.URL(t), "DRAIN_DELAY": "2s", "SHUTDOWN_TIMEOUT": "10s"}
+	// At debug, so that the calls that succeed are in the log too.
+	env := map[string]string{"DATABASE_URL": testdb.URL(t), "DRAIN_DELAY": "2s", "SHUTDOWN_TIMEOUT": "10s", "LOG_LEVEL": "debug"}
 	a, addrA := startServe(t, env)
 	_, addrB := startServe(t, env)
 
