@@ -2,13 +2,11 @@ package server_test
 
 import (
 	"log/slog"
-	"net"
 	"testing"
 	"time"
 
 	"golang.org/x/net/http2"
 
-	"github.com/agynio/users/internal/identity"
 	"github.com/agynio/users/internal/server"
 )
 
@@ -18,29 +16,9 @@ import (
 func TestConnectionGetsGoAwayAtMaxAge(t *testing.T) {
 	t.Parallel()
 	const age = 500 * time.Millisecond
-	log := slog.New(slog.DiscardHandler)
-	gs, _ := server.NewGRPCServer(server.New(nil, identity.Local{}, log), log, server.WithMaxConnectionAge(age, time.Second))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go gs.Serve(lis) //nolint:errcheck // returns when stopped
-	t.Cleanup(gs.Stop)
-
-	conn, err := net.DialTimeout("tcp", lis.Addr().String(), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	start := time.Now()
-	conn.SetDeadline(start.Add(10 * time.Second)) //nolint:errcheck // bounds the test
-	if _, err := conn.Write([]byte(http2.ClientPreface)); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(conn, conn)
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
+	addr := serveTCP(t, slog.New(slog.DiscardHandler), server.WithMaxConnectionAge(age, time.Second))
+	start := time.Now() // before the dial: the connection is no older than this
+	fr := dialHTTP2(t, addr)
 	for {
 		f, err := fr.ReadFrame()
 		if err != nil {

@@ -302,28 +302,7 @@ func TestMaxConcurrentStreamsPerConnection(t *testing.T) {
 // for ever: pings cost the server and can be a flood.
 func TestKeepaliveRefusesPingFloods(t *testing.T) {
 	t.Parallel()
-	log := slog.New(slog.DiscardHandler)
-	gs, _ := server.NewGRPCServer(server.New(nil, identity.Local{}, log), log)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go gs.Serve(lis) //nolint:errcheck // returns when stopped
-	t.Cleanup(gs.Stop)
-
-	conn, err := net.DialTimeout("tcp", lis.Addr().String(), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck // bounds the test
-	if _, err := conn.Write([]byte(http2.ClientPreface)); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(conn, conn)
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
+	fr := dialHTTP2(t, serveTCP(t, slog.New(slog.DiscardHandler)))
 	for i := range 10 {
 		if err := fr.WritePing(false, [8]byte{byte(i)}); err != nil {
 			break // the server may already have hung up

@@ -8,8 +8,10 @@ import (
 	"os"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/net/http2"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -143,4 +145,40 @@ func wantViolations(t *testing.T, err error, fields ...string) {
 	if diff := cmp.Diff(fields, got); diff != "" {
 		t.Fatalf("field violations (-want +got):\n%s\nstatus: %s", diff, st.Message())
 	}
+}
+
+// serveTCP serves what NewGRPCServer builds, with no database, on a
+// loopback port, for tests that speak raw HTTP/2 to it, and returns the
+// address.
+func serveTCP(t *testing.T, log *slog.Logger, opts ...server.Option) string {
+	t.Helper()
+	gs, _ := server.NewGRPCServer(server.New(nil, identity.Local{}, log), log, opts...)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gs.Serve(lis) //nolint:errcheck // returns when stopped
+	t.Cleanup(gs.Stop)
+	return lis.Addr().String()
+}
+
+// dialHTTP2 opens an HTTP/2 connection to addr as a gRPC client would, up
+// to its SETTINGS frame, bounded to 10 s in all, and returns its framer:
+// for what no well-behaved client library would send.
+func dialHTTP2(t *testing.T, addr string) *http2.Framer {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck // bounds the test
+	if _, err := conn.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(conn, conn)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	return fr
 }

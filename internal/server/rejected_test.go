@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"log/slog"
-	"net"
 	"strings"
 	"testing"
-	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,7 +18,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
-	"github.com/agynio/users/internal/identity"
 	"github.com/agynio/users/internal/server"
 )
 
@@ -208,14 +205,7 @@ func TestEveryRefusedCallShowsOnce(t *testing.T) {
 func TestRejectedCallLogLinesAreBounded(t *testing.T) {
 	t.Parallel()
 	logs := &syncBuffer{}
-	log := slog.New(slog.NewJSONHandler(logs, nil))
-	gs, _ := server.NewGRPCServer(server.New(nil, identity.Local{}, log), log)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go gs.Serve(lis) //nolint:errcheck // returns when stopped
-	t.Cleanup(gs.Stop)
+	addr := serveTCP(t, slog.New(slog.NewJSONHandler(logs, nil)))
 
 	long := strings.Repeat("x", 10<<10)
 	for _, tc := range []struct {
@@ -227,7 +217,7 @@ func TestRejectedCallLogLinesAreBounded(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(logLines(t, logs.String(), "rejected call"))
-			rawCall(t, lis.Addr().String(), tc.path, tc.encoding)
+			rawCall(t, addr, tc.path, tc.encoding)
 			var lines []map[string]any
 			eventually(t, "the rejected call is not logged", func() bool {
 				lines = logLines(t, logs.String(), "rejected call")
@@ -253,19 +243,7 @@ func TestRejectedCallLogLinesAreBounded(t *testing.T) {
 // end: what no well-behaved gRPC client library would send.
 func rawCall(t *testing.T, addr, path, encoding string) {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck // bounds the test
-	if _, err := conn.Write([]byte(http2.ClientPreface)); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(conn, conn)
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
+	fr := dialHTTP2(t, addr)
 	var block bytes.Buffer
 	enc := hpack.NewEncoder(&block)
 	fields := [][2]string{
