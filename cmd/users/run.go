@@ -152,7 +152,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return fmt.Errorf("listen on GRPC_ADDRESS %s: %w", cfg.GRPCAddress, err)
 	}
 	queries := db.NewBounded(pool, min(acquireTimeout, cfg.DBTimeout), cfg.DBTimeout)
-	srv, healthSrv := server.NewGRPCServer(server.New(queries, identity.Local{}, log), log, opts...)
+	var handlerOpts []server.HandlerOption
+	if cfg.DBReadsInFlight != 0 {
+		handlerOpts = append(handlerOpts, server.WithReadsInFlight(cfg.DBReadsInFlight))
+	}
+	srv, healthSrv := server.NewGRPCServer(server.New(queries, identity.Local{}, log, handlerOpts...), log, opts...)
 
 	// Health: its own one-connection pool, so that a busy service pool
 	// does not read as an unreachable database; one check before serving,

@@ -40,6 +40,9 @@ type Config struct {
 	// DBMaxConns, when not zero, is the size of the service's connection
 	// pool, replacing any pool_max_conns in DatabaseURL.
 	DBMaxConns int32
+	// DBReadsInFlight, when not zero, is how many point reads of one kind
+	// run at once before further ones are coalesced into one statement.
+	DBReadsInFlight int
 	// TLS is the gRPC listener's TLS; the zero value is plaintext.
 	TLS TLS
 	// Tracing is on when an OTLP endpoint is configured; the exporter
@@ -136,6 +139,13 @@ func Load(getenv func(string) string) (Config, error) {
 			return Config{}, &Error{"DB_MAX_CONNS", fmt.Sprintf("%q is not a positive whole number (e.g. 16)", v)}
 		}
 		cfg.DBMaxConns = int32(n)
+	}
+	if v := getenv("DB_READS_IN_FLIGHT"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil || n < 1 {
+			return Config{}, &Error{"DB_READS_IN_FLIGHT", fmt.Sprintf("%q is not a positive whole number (e.g. 2)", v)}
+		}
+		cfg.DBReadsInFlight = int(n)
 	}
 	if v := getenv("DB_TIMEOUT"); v != "" {
 		d, err := time.ParseDuration(v)

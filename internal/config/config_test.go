@@ -47,19 +47,20 @@ func TestLoad(t *testing.T) {
 		{
 			name: "explicit values override the defaults",
 			env: map[string]string{
-				"DATABASE_URL":     databaseURL,
-				"GRPC_ADDRESS":     "127.0.0.1:9000",
-				"SHUTDOWN_TIMEOUT": "1m30s",
-				"ADMIN_ADDRESS":    "127.0.0.1:9090",
-				"LOG_LEVEL":        "DEBUG",
-				"DB_TIMEOUT":       "750ms",
-				"DRAIN_DELAY":      "3s",
-				"DB_MAX_CONNS":     "12",
+				"DATABASE_URL":       databaseURL,
+				"GRPC_ADDRESS":       "127.0.0.1:9000",
+				"SHUTDOWN_TIMEOUT":   "1m30s",
+				"ADMIN_ADDRESS":      "127.0.0.1:9090",
+				"LOG_LEVEL":          "DEBUG",
+				"DB_TIMEOUT":         "750ms",
+				"DRAIN_DELAY":        "3s",
+				"DB_MAX_CONNS":       "12",
+				"DB_READS_IN_FLIGHT": "3",
 			},
 			want: defaults(databaseURL, func(c *config.Config) {
 				c.GRPCAddress, c.ShutdownTimeout, c.AdminAddress = "127.0.0.1:9000", 90*time.Second, "127.0.0.1:9090"
 				c.LogLevel, c.DBTimeout = slog.LevelDebug, 750*time.Millisecond
-				c.DrainDelay, c.DBMaxConns = 3*time.Second, 12
+				c.DrainDelay, c.DBMaxConns, c.DBReadsInFlight = 3*time.Second, 12, 3
 			}),
 		},
 		{
@@ -183,6 +184,11 @@ func TestLoadErrors(t *testing.T) {
 			name:         "a DB_MAX_CONNS that is not a number is reported",
 			env:          map[string]string{"DATABASE_URL": databaseURL, "DB_MAX_CONNS": "many"},
 			wantVariable: "DB_MAX_CONNS",
+		},
+		{
+			name:         "a zero DB_READS_IN_FLIGHT is reported",
+			env:          map[string]string{"DATABASE_URL": databaseURL, "DB_READS_IN_FLIGHT": "0"},
+			wantVariable: "DB_READS_IN_FLIGHT",
 		},
 		{
 			name:         "an unknown LOG_LEVEL is reported",

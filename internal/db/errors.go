@@ -18,6 +18,9 @@ import (
 	"github.com/jackc/puddle/v2"
 )
 
+// ErrNotFound is what a :one query returns when it finds no row.
+var ErrNotFound = pgx.ErrNoRows
+
 // IsNotFound reports whether a :one query found no row.
 func IsNotFound(err error) bool {
 	return errors.Is(err, pgx.ErrNoRows)

@@ -67,3 +67,22 @@ func resolvedToProto(r db.ResolveOrCreateUserRow) *usersv1.User {
 		UpdatedAt:   r.UpdatedAt,
 	})
 }
+
+// knownLogins are the logins of users found by subject: what
+// ResolveOrCreateUser returns for each, the stored row, created = false.
+func knownLogins(users []db.User) []db.ResolveOrCreateUserRow {
+	rows := make([]db.ResolveOrCreateUserRow, len(users))
+	for i, u := range users {
+		rows[i] = db.ResolveOrCreateUserRow{
+			IdentityID:  u.IdentityID,
+			OidcSubject: u.OidcSubject,
+			Name:        u.Name,
+			Email:       u.Email,
+			PhotoUrl:    u.PhotoUrl,
+			CreatedAt:   u.CreatedAt,
+			UpdatedAt:   u.UpdatedAt,
+			Created:     false,
+		}
+	}
+	return rows
+}

@@ -74,9 +74,15 @@ func newEnvOn(t *testing.T, conn db.DBTX) *env {
 // (interceptors, codec, health), allocating ids with ids.
 func newEnvWith(t *testing.T, conn db.DBTX, ids identity.Allocator, opts ...server.Option) *env {
 	t.Helper()
+	return newEnvFor(t, conn, func(log *slog.Logger) *server.Server { return server.New(conn, ids, log) }, opts...)
+}
+
+// newEnvFor serves the Server that build returns, given the env's log.
+func newEnvFor(t *testing.T, conn db.DBTX, build func(*slog.Logger) *server.Server, opts ...server.Option) *env {
+	t.Helper()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
-	srv := server.New(conn, ids, log)
+	srv := build(log)
 
 	lis := bufconn.Listen(1 << 20)
 	gs, health := server.NewGRPCServer(srv, log, opts...)

@@ -8,6 +8,9 @@ import (
 	"context"
 	"log/slog"
 
+	"github.com/google/uuid"
+
+	"github.com/agynio/users/internal/coalesce"
 	"github.com/agynio/users/internal/db"
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
 	"github.com/agynio/users/internal/identity"
@@ -20,12 +23,83 @@ type Server struct {
 	queries *db.Queries
 	ids     identity.Allocator
 	log     *slog.Logger
+
+	// The point reads and logins, coalesced under load: GetUser,
+	// GetUserByOIDCSubject and ResolveOrCreateUser go through these, not
+	// queries. One statement answers at most as many as a BatchGetUsers
+	// may ask for.
+	byID      *coalesce.Loader[uuid.UUID, uuid.UUID, db.User]
+	bySubject *coalesce.Loader[string, string, db.User]
+	logins    *coalesce.Loader[db.ResolveOrCreateUserParams, string, db.ResolveOrCreateUserRow]
+}
+
+// DefaultReadsInFlight is how many calls of one kind (GetUser,
+// GetUserByOIDCSubject, or ResolveOrCreateUser) run their statement at
+// once before further ones are coalesced into one; see the Performance
+// section of the README for the measurement behind it.
+const DefaultReadsInFlight = 2
+
+// HandlerOption changes how a Server serves.
+type HandlerOption func(*handlerOptions)
+
+type handlerOptions struct {
+	readsInFlight int
+}
+
+// WithReadsInFlight replaces DefaultReadsInFlight; n < 1 counts as 1.
+func WithReadsInFlight(n int) HandlerOption {
+	return func(o *handlerOptions) { o.readsInFlight = n }
 }
 
 // New returns a Server running queries on conn (a *pgxpool.Pool in
 // production) and allocating new users' ids with ids.
-func New(conn db.DBTX, ids identity.Allocator, log *slog.Logger) *Server {
-	return &Server{queries: db.New(conn), ids: ids, log: log}
+func New(conn db.DBTX, ids identity.Allocator, log *slog.Logger, opts ...HandlerOption) *Server {
+	o := handlerOptions{readsInFlight: DefaultReadsInFlight}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	q := db.New(conn)
+	return &Server{
+		queries: q,
+		ids:     ids,
+		log:     log,
+		byID: coalesce.New(coalesce.Config[uuid.UUID, uuid.UUID, db.User]{
+			One:        q.GetUser,
+			Many:       q.BatchGetUsers,
+			RequestKey: func(id uuid.UUID) uuid.UUID { return id },
+			ValueKey:   func(u db.User) uuid.UUID { return u.IdentityID },
+			Missing:    db.ErrNotFound,
+			Limit:      o.readsInFlight,
+			MaxBatch:   maxBatchIDs,
+		}),
+		bySubject: coalesce.New(coalesce.Config[string, string, db.User]{
+			One:        q.GetUserByOIDCSubject,
+			Many:       q.GetUsersByOIDCSubjects,
+			RequestKey: func(subject string) string { return subject },
+			ValueKey:   func(u db.User) string { return u.OidcSubject },
+			Missing:    db.ErrNotFound,
+			Limit:      o.readsInFlight,
+			MaxBatch:   maxBatchIDs,
+		}),
+		// A queued login reads its subject in one statement with the
+		// others; only a subject that statement did not find runs the
+		// upsert, its caller's own statement as if it had not queued.
+		logins: coalesce.New(coalesce.Config[db.ResolveOrCreateUserParams, string, db.ResolveOrCreateUserRow]{
+			One: q.ResolveOrCreateUser,
+			Many: func(ctx context.Context, logins []db.ResolveOrCreateUserParams) ([]db.ResolveOrCreateUserRow, error) {
+				subjects := make([]string, len(logins))
+				for i, l := range logins {
+					subjects[i] = l.OidcSubject
+				}
+				users, err := q.GetUsersByOIDCSubjects(ctx, subjects)
+				return knownLogins(users), err
+			},
+			RequestKey: func(l db.ResolveOrCreateUserParams) string { return l.OidcSubject },
+			ValueKey:   func(r db.ResolveOrCreateUserRow) string { return r.OidcSubject },
+			Limit:      o.readsInFlight,
+			MaxBatch:   maxBatchIDs,
+		}),
+	}
 }
 
 // ResolveOrCreateUser returns the user with the request's OIDC subject,
@@ -44,7 +118,7 @@ func (s *Server) ResolveOrCreateUser(ctx context.Context, req *usersv1.ResolveOr
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	row, err := s.queries.ResolveOrCreateUser(ctx, db.ResolveOrCreateUserParams{
+	row, err := s.logins.Load(ctx, db.ResolveOrCreateUserParams{
 		IdentityID:  id,
 		OidcSubject: req.GetOidcSubject(),
 		Name:        req.GetName(),
@@ -75,7 +149,7 @@ func (s *Server) GetUser(ctx context.Context, req *usersv1.GetUserRequest) (*use
 		return nil, err
 	}
 
-	user, err := s.queries.GetUser(ctx, id)
+	user, err := s.byID.Load(ctx, id)
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
@@ -90,7 +164,7 @@ func (s *Server) GetUserByOIDCSubject(ctx context.Context, req *usersv1.GetUserB
 		return nil, err
 	}
 
-	user, err := s.queries.GetUserByOIDCSubject(ctx, req.GetOidcSubject())
+	user, err := s.bySubject.Load(ctx, req.GetOidcSubject())
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
