@@ -33,8 +33,23 @@ generate: $(TOOLS) ## Regenerate Go from sql/ (sqlc) and proto/ (buf).
 	sqlc generate
 	rm -rf internal/gen && buf generate
 
+# buf breaking holds proto/ to the API as it was where this branch left main
+# (their merge base: a branch behind main is not blamed for what main added
+# since), under buf.yaml's breaking rules, from the local git history alone.
+# A clone without main, a CI checkout of a single commit, fails here with
+# what to fetch: compared with nothing, the check would prove nothing.
+.PHONY: breaking
+breaking: $(BIN)/buf ## Check that proto/ breaks nothing of main's API (buf breaking, offline).
+	@main=$$(git rev-parse -q --verify refs/heads/main || git rev-parse -q --verify refs/remotes/origin/main) || \
+	  { echo "breaking: no branch main (nor origin/main) to compare proto/ with: 'git fetch origin main:main'" \
+	    "(actions/checkout: fetch-depth: 0)"; exit 1; }; \
+	  base=$$(git merge-base HEAD "$$main") || \
+	  { echo "breaking: HEAD and main $$main share no commit here (a shallow clone?): 'git fetch --unshallow origin'"; exit 1; }; \
+	  echo "buf breaking --against main's API at $$(git rev-parse --short "$$base")"; \
+	  buf breaking --against "$$(git rev-parse --git-common-dir)#ref=$$base"
+
 .PHONY: check
-check: lint ## Everything static: no generated-code drift, formatting, lint.
+check: lint breaking ## Everything static: no generated-code drift, formatting, lint, no breaking API change.
 	@sqlc diff || { echo "internal/db is stale: run 'make generate' and commit"; exit 1; }
 	@rm -rf internal/gen && buf generate && \
 	  test -z "$$(git status --porcelain -- internal/gen)" || \
