@@ -71,6 +71,14 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Variable + ": " + e.Reason }
 
+// Errorf returns the configuration error of variable, its reason formatted
+// as by fmt.Sprintf. It is the one way such an error is made: by Load, and
+// by what can only check a setting later, such as grpctls reading the TLS
+// files.
+func Errorf(variable, format string, args ...any) error {
+	return &Error{Variable: variable, Reason: fmt.Sprintf(format, args...)}
+}
+
 // IsError reports whether err is (or wraps) a configuration error.
 func IsError(err error) bool {
 	var ce *Error
@@ -104,67 +112,67 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 
 	if cfg.DatabaseURL == "" {
-		return Config{}, &Error{"DATABASE_URL", "is required (e.g. postgres://user:pass@host:5432/users)"}
+		return Config{}, Errorf("DATABASE_URL", "is required (e.g. postgres://user:pass@host:5432/users)")
 	}
 	// Parse with pgxpool's own parser so that a bad pool_* setting fails
 	// here rather than at the first query. pgconn masks the password in the
 	// message (a test holds it to that).
 	if _, err := pgxpool.ParseConfig(cfg.DatabaseURL); err != nil {
-		return Config{}, &Error{"DATABASE_URL", "is not a valid PostgreSQL connection string: " + err.Error()}
+		return Config{}, Errorf("DATABASE_URL", "is not a valid PostgreSQL connection string: %v", err)
 	}
 
 	for _, a := range []struct{ variable, addr string }{{"GRPC_ADDRESS", cfg.GRPCAddress}, {"ADMIN_ADDRESS", cfg.AdminAddress}} {
 		if _, _, err := net.SplitHostPort(a.addr); err != nil {
-			return Config{}, &Error{a.variable, fmt.Sprintf("%q is not host:port", a.addr)}
+			return Config{}, Errorf(a.variable, "%q is not host:port", a.addr)
 		}
 	}
 
 	if v := getenv("SHUTDOWN_TIMEOUT"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
-			return Config{}, &Error{"SHUTDOWN_TIMEOUT", fmt.Sprintf("%q is not a non-negative duration (e.g. 20s)", v)}
+			return Config{}, Errorf("SHUTDOWN_TIMEOUT", "%q is not a non-negative duration (e.g. 20s)", v)
 		}
 		cfg.ShutdownTimeout = d
 	}
 	if v := getenv("DRAIN_DELAY"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
-			return Config{}, &Error{"DRAIN_DELAY", fmt.Sprintf("%q is not a non-negative duration (e.g. 5s)", v)}
+			return Config{}, Errorf("DRAIN_DELAY", "%q is not a non-negative duration (e.g. 5s)", v)
 		}
 		cfg.DrainDelay = d
 	}
 	if v := getenv("DB_MAX_CONNS"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 32)
 		if err != nil || n < 1 {
-			return Config{}, &Error{"DB_MAX_CONNS", fmt.Sprintf("%q is not a positive whole number (e.g. 16)", v)}
+			return Config{}, Errorf("DB_MAX_CONNS", "%q is not a positive whole number (e.g. 16)", v)
 		}
 		cfg.DBMaxConns = int32(n)
 	}
 	if v := getenv("DB_READS_IN_FLIGHT"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 32)
 		if err != nil || n < 1 {
-			return Config{}, &Error{"DB_READS_IN_FLIGHT", fmt.Sprintf("%q is not a positive whole number (e.g. 2)", v)}
+			return Config{}, Errorf("DB_READS_IN_FLIGHT", "%q is not a positive whole number (e.g. 2)", v)
 		}
 		cfg.DBReadsInFlight = int(n)
 	}
 	if v := getenv("DB_TIMEOUT"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
-			return Config{}, &Error{"DB_TIMEOUT", fmt.Sprintf("%q is not a positive duration (e.g. 5s)", v)}
+			return Config{}, Errorf("DB_TIMEOUT", "%q is not a positive duration (e.g. 5s)", v)
 		}
 		cfg.DBTimeout = d
 	}
 	if v := getenv("LOG_LEVEL"); v != "" {
 		if err := cfg.LogLevel.UnmarshalText([]byte(v)); err != nil {
-			return Config{}, &Error{"LOG_LEVEL", fmt.Sprintf("%q is not one of debug, info, warn, error", v)}
+			return Config{}, Errorf("LOG_LEVEL", "%q is not one of debug, info, warn, error", v)
 		}
 	}
 
 	switch t := cfg.TLS; {
 	case (t.CertFile == "") != (t.KeyFile == ""):
-		return Config{}, &Error{"GRPC_TLS_CERT_FILE", "and GRPC_TLS_KEY_FILE must be set together"}
+		return Config{}, Errorf("GRPC_TLS_CERT_FILE", "and GRPC_TLS_KEY_FILE must be set together")
 	case t.ClientCAFile != "" && t.CertFile == "":
-		return Config{}, &Error{"GRPC_TLS_CLIENT_CA_FILE", "needs GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE: mutual TLS is TLS first"}
+		return Config{}, Errorf("GRPC_TLS_CLIENT_CA_FILE", "needs GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE: mutual TLS is TLS first")
 	}
 	return cfg, nil
 }

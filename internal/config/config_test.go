@@ -243,7 +243,7 @@ func TestLoadErrors(t *testing.T) {
 
 func TestIsError(t *testing.T) {
 	t.Parallel()
-	cfgErr := &config.Error{Variable: "DATABASE_URL", Reason: "is required"}
+	cfgErr := config.Errorf("DATABASE_URL", "is required")
 	tests := []struct {
 		name string
 		err  error
@@ -261,6 +261,25 @@ func TestIsError(t *testing.T) {
 				t.Errorf("IsError(%v) = %v, want %v", tt.err, got, tt.want)
 			}
 		})
+	}
+}
+
+// TestErrorf: the one constructor of configuration errors names the
+// variable first, in the error's fields and in its text, and formats the
+// reason as fmt.Sprintf does, leaving a %% that an argument carries alone.
+func TestErrorf(t *testing.T) {
+	t.Parallel()
+	err := config.Errorf("DB_TIMEOUT", "%q is not a positive duration", "5%")
+	var cfgErr *config.Error
+	if !errors.As(err, &cfgErr) {
+		t.Fatalf("Errorf = %v (%T), want a *config.Error", err, err)
+	}
+	want := &config.Error{Variable: "DB_TIMEOUT", Reason: `"5%" is not a positive duration`}
+	if diff := cmp.Diff(want, cfgErr); diff != "" {
+		t.Errorf("Errorf (-want +got):\n%s", diff)
+	}
+	if got, want := err.Error(), `DB_TIMEOUT: "5%" is not a positive duration`; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
 	}
 }
 

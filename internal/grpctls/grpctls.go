@@ -58,15 +58,15 @@ func New(t config.TLS, refresh time.Duration, log *slog.Logger) (*Credentials, e
 	// One directory, as a Secret mount is, so that a renewal replaces the
 	// two together (a kubelet swaps the whole directory at once).
 	if filepath.Dir(t.CertFile) != filepath.Dir(t.KeyFile) {
-		return nil, &config.Error{Variable: "GRPC_TLS_CERT_FILE", Reason: "and GRPC_TLS_KEY_FILE must be in one directory"}
+		return nil, config.Errorf("GRPC_TLS_CERT_FILE", "and GRPC_TLS_KEY_FILE must be in one directory")
 	}
 	f := &files{cfg: t, log: log}
 	if err := f.loadPair(); err != nil {
-		return nil, &config.Error{Variable: "GRPC_TLS_CERT_FILE", Reason: "with GRPC_TLS_KEY_FILE is not a usable key pair: " + err.Error()}
+		return nil, config.Errorf("GRPC_TLS_CERT_FILE", "with GRPC_TLS_KEY_FILE is not a usable key pair: %v", err)
 	}
 	if t.ClientCAFile != "" {
 		if err := f.loadClientCA(); err != nil {
-			return nil, &config.Error{Variable: "GRPC_TLS_CLIENT_CA_FILE", Reason: err.Error()}
+			return nil, config.Errorf("GRPC_TLS_CLIENT_CA_FILE", "%v", err)
 		}
 	}
 
