@@ -24,7 +24,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/agynio/users/internal/testdb"
+	"github.com/agynio/users/internal/testing/testdb"
 )
 
 // waitTimeout bounds every wait on the process or on an RPC, so that a

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
-	"github.com/agynio/users/internal/testdb"
+	"github.com/agynio/users/internal/testing/testdb"
 	"github.com/agynio/users/sql/migrations"
 )
 

@@ -16,8 +16,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
-	"github.com/agynio/users/internal/tcpproxy"
-	"github.com/agynio/users/internal/testdb"
+	"github.com/agynio/users/internal/testing/tcpproxy"
+	"github.com/agynio/users/internal/testing/testdb"
 )
 
 // callTimeout is the client deadline of each call under load; a call that

@@ -4,7 +4,7 @@ import (
 	"math"
 	"testing"
 
-	"github.com/agynio/users/internal/testdb"
+	"github.com/agynio/users/internal/testing/testdb"
 )
 
 // TestMemoryLimitFollowsTheContainer reads the Go runtime's soft memory

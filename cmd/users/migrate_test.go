@@ -10,8 +10,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/agynio/users/internal/tcpproxy"
-	"github.com/agynio/users/internal/testdb"
+	"github.com/agynio/users/internal/testing/tcpproxy"
+	"github.com/agynio/users/internal/testing/testdb"
 )
 
 // TestMigrateDownRefusesWhileUsersExist: migrate down on a table holding

@@ -3,7 +3,7 @@ package main
 import (
 	"testing"
 
-	"github.com/agynio/users/internal/testdb"
+	"github.com/agynio/users/internal/testing/testdb"
 )
 
 // TestServicePoolSize reads the service pool's size from /metrics: 16

@@ -10,7 +10,7 @@ import (
 
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
 	"github.com/agynio/users/internal/server"
-	"github.com/agynio/users/internal/testdb"
+	"github.com/agynio/users/internal/testing/testdb"
 )
 
 // A request that gRPC itself refuses, before the service's interceptors

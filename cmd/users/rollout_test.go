@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc/resolver/manual"
 
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
-	"github.com/agynio/users/internal/testdb"
+	"github.com/agynio/users/internal/testing/testdb"
 )
 
 // rolloutServiceConfig is how a well-configured client of the platform

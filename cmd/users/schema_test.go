@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/agynio/users/internal/testdb"
+	"github.com/agynio/users/internal/testing/testdb"
 )
 
 // TestReadyzFollowsTheSchema: a replica whose table is dropped under it

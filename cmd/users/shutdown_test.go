@@ -14,7 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
-	"github.com/agynio/users/internal/testdb"
+	"github.com/agynio/users/internal/testing/testdb"
 )
 
 // TestShutdownDrainsInFlightRPCs holds an UpdateUser in flight on a row

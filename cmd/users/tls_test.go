@@ -18,8 +18,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
-	"github.com/agynio/users/internal/testcerts"
-	"github.com/agynio/users/internal/testdb"
+	"github.com/agynio/users/internal/testing/certs"
+	"github.com/agynio/users/internal/testing/testdb"
 )
 
 // TestServeMutualTLS runs "users serve" with all three GRPC_TLS_* files:
@@ -27,14 +27,14 @@ import (
 // every other client is turned away before any RPC.
 func TestServeMutualTLS(t *testing.T) {
 	t.Parallel()
-	ca, otherCA := testcerts.NewCA(t, "ca"), testcerts.NewCA(t, "other ca")
+	ca, otherCA := certs.NewCA(t, "ca"), certs.NewCA(t, "other ca")
 	env := tlsFiles(t, ca.Server(t, "users"), ca)
 	env["DATABASE_URL"] = testdb.URL(t)
 	p, addr := startServe(t, env)
 	wantTLSLogLine(t, p, true)
 
 	t.Run("a client with a certificate from the CA calls UsersService", func(t *testing.T) {
-		cc := dialTLS(t, addr, testcerts.ClientConfig(t, ca.Pool(), ca.Client(t, "login")))
+		cc := dialTLS(t, addr, certs.ClientConfig(t, ca.Pool(), ca.Client(t, "login")))
 		users := usersv1.NewUsersServiceClient(cc)
 		created := createUser(t, users, &usersv1.ResolveOrCreateUserRequest{OidcSubject: "mtls|alice"})
 		got, err := users.GetUser(rpcContext(t), &usersv1.GetUserRequest{IdentityId: created.GetMeta().GetId()})
@@ -53,12 +53,12 @@ func TestServeMutualTLS(t *testing.T) {
 	}{
 		{
 			name:      "a client without a certificate is refused at the handshake",
-			client:    testcerts.ClientConfig(t, ca.Pool(), nil),
+			client:    certs.ClientConfig(t, ca.Pool(), nil),
 			wantAlert: "certificate required",
 		},
 		{
 			name:      "a client with a certificate from another CA is refused at the handshake",
-			client:    testcerts.ClientConfig(t, ca.Pool(), otherCA.Client(t, "stranger")),
+			client:    certs.ClientConfig(t, ca.Pool(), otherCA.Client(t, "stranger")),
 			wantAlert: "unknown certificate authority",
 		},
 		{
@@ -89,7 +89,7 @@ func TestServeMutualTLS(t *testing.T) {
 // key only: TLS that asks clients for no certificate.
 func TestServeTLSWithoutClientCA(t *testing.T) {
 	t.Parallel()
-	ca := testcerts.NewCA(t, "ca")
+	ca := certs.NewCA(t, "ca")
 	server := ca.Server(t, "users")
 	env := tlsFiles(t, server, nil)
 	env["DATABASE_URL"] = testdb.URL(t)
@@ -98,7 +98,7 @@ func TestServeTLSWithoutClientCA(t *testing.T) {
 
 	t.Run("a client without a certificate calls UsersService", func(t *testing.T) {
 		var served tls.ConnectionState
-		cfg := testcerts.ClientConfig(t, ca.Pool(), nil)
+		cfg := certs.ClientConfig(t, ca.Pool(), nil)
 		cfg.VerifyConnection = func(cs tls.ConnectionState) error { served = cs; return nil }
 		cc := dialTLS(t, addr, cfg)
 		createUser(t, usersv1.NewUsersServiceClient(cc), &usersv1.ResolveOrCreateUserRequest{OidcSubject: "tls|bob"})
@@ -121,12 +121,12 @@ func TestServeTLSWithoutClientCA(t *testing.T) {
 // line naming the variable), rather than failing each handshake later.
 func TestServeTLSConfigurationErrors(t *testing.T) {
 	t.Parallel()
-	ca := testcerts.NewCA(t, "ca")
+	ca := certs.NewCA(t, "ca")
 	server := ca.Server(t, "users")
 	dir := t.TempDir()
 	file := func(name string, data []byte) string {
 		path := filepath.Join(dir, name)
-		testcerts.WriteFile(t, path, data)
+		certs.WriteFile(t, path, data)
 		return path
 	}
 	cert, key := file("tls.crt", server.CertPEM), file("tls.key", server.KeyPEM)
@@ -198,18 +198,18 @@ func TestServeTLSConfigurationErrors(t *testing.T) {
 // tlsFiles writes the server's certificate and key, and the client CA
 // when it is not nil, into one directory, and returns the environment
 // that names them.
-func tlsFiles(t *testing.T, server *testcerts.Cert, clientCA *testcerts.CA) map[string]string {
+func tlsFiles(t *testing.T, server *certs.Cert, clientCA *certs.CA) map[string]string {
 	t.Helper()
 	dir := t.TempDir()
 	env := map[string]string{
 		"GRPC_TLS_CERT_FILE": filepath.Join(dir, "tls.crt"),
 		"GRPC_TLS_KEY_FILE":  filepath.Join(dir, "tls.key"),
 	}
-	testcerts.WriteFile(t, env["GRPC_TLS_CERT_FILE"], server.CertPEM)
-	testcerts.WriteFile(t, env["GRPC_TLS_KEY_FILE"], server.KeyPEM)
+	certs.WriteFile(t, env["GRPC_TLS_CERT_FILE"], server.CertPEM)
+	certs.WriteFile(t, env["GRPC_TLS_KEY_FILE"], server.KeyPEM)
 	if clientCA != nil {
 		env["GRPC_TLS_CLIENT_CA_FILE"] = filepath.Join(dir, "ca.crt")
-		testcerts.WriteFile(t, env["GRPC_TLS_CLIENT_CA_FILE"], clientCA.PEM)
+		certs.WriteFile(t, env["GRPC_TLS_CLIENT_CA_FILE"], clientCA.PEM)
 	}
 	return env
 }

@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/agynio/users/internal/db"
-	"github.com/agynio/users/internal/testdb"
+	"github.com/agynio/users/internal/testing/testdb"
 )
 
 // TestReadiness: the readiness check passes on the migrated schema and

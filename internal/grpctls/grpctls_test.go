@@ -24,7 +24,7 @@ import (
 
 	"github.com/agynio/users/internal/config"
 	"github.com/agynio/users/internal/grpctls"
-	"github.com/agynio/users/internal/testcerts"
+	"github.com/agynio/users/internal/testing/certs"
 )
 
 const (
@@ -57,7 +57,7 @@ const (
 // server presents the configured certificate, and speaks nothing but TLS.
 func TestTLSServesClientsThatTrustTheCA(t *testing.T) {
 	t.Parallel()
-	ca := testcerts.NewCA(t, "ca")
+	ca := certs.NewCA(t, "ca")
 	server := ca.Server(t, "server")
 	cfg := writeFiles(t, t.TempDir(), server, nil)
 	addr, srv := serve(t, newCredentials(t, cfg))
@@ -73,7 +73,7 @@ func TestTLSServesClientsThatTrustTheCA(t *testing.T) {
 	})
 	t.Run("a client that does not trust the CA refuses the server", func(t *testing.T) {
 		before := srv.mark()
-		_, err := check(t, addr, client{roots: testcerts.NewCA(t, "other").Pool()}.creds(t))
+		_, err := check(t, addr, client{roots: certs.NewCA(t, "other").Pool()}.creds(t))
 		wantUnavailable(t, err)
 		// The client's own check, so it is in the client's handshake error.
 		if msg := status.Convert(err).Message(); !strings.Contains(msg, "authentication handshake failed") || !strings.Contains(msg, unknownAuthority) {
@@ -94,8 +94,8 @@ func TestTLSServesClientsThatTrustTheCA(t *testing.T) {
 // server's handshake fails for every other, so no RPC of theirs runs.
 func TestMutualTLSRefusesClientsAtTheHandshake(t *testing.T) {
 	t.Parallel()
-	ca := testcerts.NewCA(t, "ca")
-	otherCA := testcerts.NewCA(t, "other ca")
+	ca := certs.NewCA(t, "ca")
+	otherCA := certs.NewCA(t, "other ca")
 	cfg := writeFiles(t, t.TempDir(), ca.Server(t, "server"), ca)
 	addr, srv := serve(t, newCredentials(t, cfg))
 	good, stranger := ca.Client(t, "good client"), otherCA.Client(t, "stranger")
@@ -196,7 +196,7 @@ func TestRotatedTLSFilesAreServedWithoutRestart(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			oldCA, newCA := testcerts.NewCA(t, "old ca"), testcerts.NewCA(t, "new ca")
+			oldCA, newCA := certs.NewCA(t, "old ca"), certs.NewCA(t, "new ca")
 			oldServer, newServer := oldCA.Server(t, "old server"), newCA.Server(t, "new server")
 			trustsBoth := oldCA.Pool()
 			trustsBoth.AddCert(newCA.Cert)
@@ -247,13 +247,13 @@ func TestRotatedTLSFilesAreServedWithoutRestart(t *testing.T) {
 // files at start-up and names the variable to fix, as a config error.
 func TestNewRefusesBadTLSFilesNamingTheVariable(t *testing.T) {
 	t.Parallel()
-	ca := testcerts.NewCA(t, "ca")
+	ca := certs.NewCA(t, "ca")
 	server := ca.Server(t, "server")
 	stranger := ca.Server(t, "stranger")
 	dir := t.TempDir()
 	file := func(name string, data []byte) string {
 		path := filepath.Join(dir, name)
-		testcerts.WriteFile(t, path, data)
+		certs.WriteFile(t, path, data)
 		return path
 	}
 	cert, key := file("tls.crt", server.CertPEM), file("tls.key", server.KeyPEM)
@@ -318,21 +318,21 @@ func newCredentials(t *testing.T, cfg config.TLS) *grpctls.Credentials {
 
 // secretFiles are the files of a TLS Secret: the server's certificate and
 // key, and the CA its clients' certificates must come from.
-func secretFiles(server *testcerts.Cert, clientCA *testcerts.CA) map[string][]byte {
+func secretFiles(server *certs.Cert, clientCA *certs.CA) map[string][]byte {
 	return map[string][]byte{certName: server.CertPEM, keyName: server.KeyPEM, caName: clientCA.PEM}
 }
 
 // writeFiles writes the server's files into dir (together, as pemfile
 // requires) and returns the configuration naming them: mutual TLS when
 // clientCA is not nil.
-func writeFiles(t *testing.T, dir string, server *testcerts.Cert, clientCA *testcerts.CA) config.TLS {
+func writeFiles(t *testing.T, dir string, server *certs.Cert, clientCA *certs.CA) config.TLS {
 	t.Helper()
 	cfg := config.TLS{CertFile: filepath.Join(dir, certName), KeyFile: filepath.Join(dir, keyName)}
-	testcerts.WriteFile(t, cfg.CertFile, server.CertPEM)
-	testcerts.WriteFile(t, cfg.KeyFile, server.KeyPEM)
+	certs.WriteFile(t, cfg.CertFile, server.CertPEM)
+	certs.WriteFile(t, cfg.KeyFile, server.KeyPEM)
 	if clientCA != nil {
 		cfg.ClientCAFile = filepath.Join(dir, caName)
-		testcerts.WriteFile(t, cfg.ClientCAFile, clientCA.PEM)
+		certs.WriteFile(t, cfg.ClientCAFile, clientCA.PEM)
 	}
 	return cfg
 }
@@ -340,7 +340,7 @@ func writeFiles(t *testing.T, dir string, server *testcerts.Cert, clientCA *test
 func writeFlat(t *testing.T, dir string, files map[string][]byte) config.TLS {
 	t.Helper()
 	for name, data := range files {
-		testcerts.WriteFile(t, filepath.Join(dir, name), data)
+		certs.WriteFile(t, filepath.Join(dir, name), data)
 	}
 	return secretConfig(dir)
 }
@@ -352,7 +352,7 @@ func renameIntoPlace(t *testing.T, dir string, files map[string][]byte) {
 	t.Helper()
 	for name, data := range files {
 		tmp := filepath.Join(dir, "."+name+".tmp")
-		testcerts.WriteFile(t, tmp, data)
+		certs.WriteFile(t, tmp, data)
 		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
 			t.Fatal(err)
 		}
@@ -393,7 +393,7 @@ func writeSecretVersion(t *testing.T, dir, version string, files map[string][]by
 		t.Fatal(err)
 	}
 	for name, data := range files {
-		testcerts.WriteFile(t, filepath.Join(dir, version, name), data)
+		certs.WriteFile(t, filepath.Join(dir, version, name), data)
 	}
 }
 
@@ -562,13 +562,13 @@ func wantUnavailable(t *testing.T, err error) {
 // client is how a test client speaks TLS.
 type client struct {
 	roots      *x509.CertPool
-	cert       *testcerts.Cert // nil for none
-	maxVersion uint16          // 0 for the newest
+	cert       *certs.Cert // nil for none
+	maxVersion uint16      // 0 for the newest
 }
 
 func (c client) creds(t *testing.T) credentials.TransportCredentials {
 	t.Helper()
-	cfg := testcerts.ClientConfig(t, c.roots, c.cert)
+	cfg := certs.ClientConfig(t, c.roots, c.cert)
 	cfg.MaxVersion = c.maxVersion
 	return credentials.NewTLS(cfg)
 }

@@ -16,7 +16,7 @@ import (
 
 	"github.com/agynio/users/internal/config"
 	"github.com/agynio/users/internal/grpctls"
-	"github.com/agynio/users/internal/testcerts"
+	"github.com/agynio/users/internal/testing/certs"
 )
 
 var discard = slog.New(slog.DiscardHandler)
@@ -36,14 +36,14 @@ func TestMismatchedKeyNeverReachesTheLogs(t *testing.T) {
 		return
 	}
 	t.Parallel()
-	ca := testcerts.NewCA(t, "ca")
+	ca := certs.NewCA(t, "ca")
 	server, stranger := ca.Server(t, "server"), ca.Server(t, "stranger")
 	dir := t.TempDir()
 	for name, data := range map[string][]byte{
 		certName: server.CertPEM, keyName: server.KeyPEM, caName: ca.PEM,
 		"next.crt": ca.Server(t, "renewed").CertPEM, "next.key": stranger.KeyPEM,
 	} {
-		testcerts.WriteFile(t, filepath.Join(dir, name), data)
+		certs.WriteFile(t, filepath.Join(dir, name), data)
 	}
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestMismatchedKeyNeverReachesTheLogs$", "-test.v")

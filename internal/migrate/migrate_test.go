@@ -23,8 +23,8 @@ import (
 
 	"github.com/agynio/users/internal/db"
 	"github.com/agynio/users/internal/migrate"
-	"github.com/agynio/users/internal/tcpproxy"
-	"github.com/agynio/users/internal/testdb"
+	"github.com/agynio/users/internal/testing/tcpproxy"
+	"github.com/agynio/users/internal/testing/testdb"
 	"github.com/agynio/users/sql/migrations"
 )
 

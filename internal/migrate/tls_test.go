@@ -11,8 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/agynio/users/internal/migrate"
-	"github.com/agynio/users/internal/pgtest"
-	"github.com/agynio/users/internal/testdb"
+	"github.com/agynio/users/internal/testing/pgtest"
+	"github.com/agynio/users/internal/testing/testdb"
 )
 
 // TestUpOverTLS: when the service reaches its database over TLS, asked for

@@ -17,7 +17,7 @@ import (
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
 	"github.com/agynio/users/internal/identity"
 	"github.com/agynio/users/internal/server"
-	"github.com/agynio/users/internal/testdb"
+	"github.com/agynio/users/internal/testing/testdb"
 )
 
 // benchUsers is how many users the RPC benchmarks' database holds.

@@ -16,7 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
-	"github.com/agynio/users/internal/testdb"
+	"github.com/agynio/users/internal/testing/testdb"
 )
 
 // An address nothing listens on: a port we held and released.

@@ -17,7 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
-	"github.com/agynio/users/internal/testdb"
+	"github.com/agynio/users/internal/testing/testdb"
 )
 
 // rawCodec sends and receives messages as the bytes given, so that a test

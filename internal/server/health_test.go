@@ -12,8 +12,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/agynio/users/internal/server"
-	"github.com/agynio/users/internal/tcpproxy"
-	"github.com/agynio/users/internal/testdb"
+	"github.com/agynio/users/internal/testing/tcpproxy"
+	"github.com/agynio/users/internal/testing/testdb"
 )
 
 // waitForStatus polls h until the server and UsersService report want, or

@@ -22,8 +22,8 @@ import (
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
 	"github.com/agynio/users/internal/identity"
 	"github.com/agynio/users/internal/server"
-	"github.com/agynio/users/internal/tcpproxy"
-	"github.com/agynio/users/internal/testdb"
+	"github.com/agynio/users/internal/testing/tcpproxy"
+	"github.com/agynio/users/internal/testing/testdb"
 )
 
 // lockRow holds FOR UPDATE on a user's row until t ends, so that an

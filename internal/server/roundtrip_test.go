@@ -10,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
-	"github.com/agynio/users/internal/testdb"
+	"github.com/agynio/users/internal/testing/testdb"
 )
 
 // statementCounter is a pgx tracer that counts what a pool sends to the

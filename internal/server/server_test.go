@@ -17,7 +17,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
-	"github.com/agynio/users/internal/testdb"
+	"github.com/agynio/users/internal/testing/testdb"
 )
 
 // ignoreMeta compares users by content; meta is checked separately.

@@ -15,7 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/agynio/users/internal/migrate"
-	"github.com/agynio/users/internal/pgtest"
+	"github.com/agynio/users/internal/testing/pgtest"
 )
 
 // database is the PostgreSQL the bench runs against: a database of its

@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agynio/users/internal/pgtest"
+	"github.com/agynio/users/internal/testing/pgtest"
 )
 
 // findPgbench returns pgbench: beside the PostgreSQL server binaries that

@@ -2,10 +2,10 @@
 //
 //	withpg -- COMMAND [ARG...]
 //
-// It starts a server with internal/pgtest (Docker if an engine answers,
-// else the local PostgreSQL binaries), runs COMMAND with DATABASE_URL and
-// TEST_DATABASE_URL pointing at it, and removes the server when COMMAND
-// exits, so nothing is left running after a Ctrl-C. make run and make test
+// It starts a server with internal/testing/pgtest (Docker if an engine
+// answers, else the local PostgreSQL binaries), runs COMMAND with
+// DATABASE_URL and TEST_DATABASE_URL pointing at it, and removes the server
+// when COMMAND exits, so nothing is left running after a Ctrl-C. make run and make test
 // use it when no DATABASE_URL is given.
 package main
 
@@ -18,7 +18,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/agynio/users/internal/pgtest"
+	"github.com/agynio/users/internal/testing/pgtest"
 )
 
 // relayed are the signals passed on to the command: those a terminal

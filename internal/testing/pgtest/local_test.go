@@ -10,7 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/agynio/users/internal/pgtest"
+	"github.com/agynio/users/internal/testing/pgtest"
 )
 
 // needLocalBinaries skips a test of the local-binaries backend on a

@@ -1,10 +1,10 @@
-// Package testcerts issues throwaway X.509 certificates for tests of the
+// Package certs issues throwaway X.509 certificates for tests of the
 // gRPC listener's TLS: certificate authorities, server certificates for
 // the loopback address, and client certificates, each as PEM (what the
 // service reads from its files) and as crypto/tls values (what a test
 // client presents). Keys are ECDSA P-256, quick enough to make afresh in
 // every test.
-package testcerts
+package certs
 
 import (
 	"crypto/ecdsa"
@@ -82,7 +82,7 @@ func (c *Cert) TLS(t testing.TB) tls.Certificate {
 	t.Helper()
 	pair, err := tls.X509KeyPair(c.CertPEM, c.KeyPEM)
 	if err != nil {
-		t.Fatalf("testcerts: %v", err)
+		t.Fatalf("certs: %v", err)
 	}
 	return pair
 }
@@ -106,7 +106,7 @@ func ClientConfig(t testing.TB, roots *x509.CertPool, cert *Cert) *tls.Config {
 func WriteFile(t testing.TB, path string, data []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatalf("testcerts: %v", err)
+		t.Fatalf("certs: %v", err)
 	}
 }
 
@@ -116,7 +116,7 @@ func (ca *CA) issue(t testing.TB, tmpl *x509.Certificate) *Cert {
 	cert, certPEM := create(t, tmpl, ca.Cert, key, ca.key)
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		t.Fatalf("testcerts: %v", err)
+		t.Fatalf("certs: %v", err)
 	}
 	return &Cert{Leaf: cert, CertPEM: certPEM, KeyPEM: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})}
 }
@@ -128,7 +128,7 @@ func template(t testing.TB, name string) *x509.Certificate {
 	t.Helper()
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
-		t.Fatalf("testcerts: %v", err)
+		t.Fatalf("certs: %v", err)
 	}
 	return &x509.Certificate{
 		SerialNumber: serial,
@@ -142,7 +142,7 @@ func newKey(t testing.TB) *ecdsa.PrivateKey {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		t.Fatalf("testcerts: %v", err)
+		t.Fatalf("certs: %v", err)
 	}
 	return key
 }
@@ -151,11 +151,11 @@ func create(t testing.TB, tmpl, parent *x509.Certificate, key, parentKey *ecdsa.
 	t.Helper()
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
 	if err != nil {
-		t.Fatalf("testcerts: %v", err)
+		t.Fatalf("certs: %v", err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		t.Fatalf("testcerts: %v", err)
+		t.Fatalf("certs: %v", err)
 	}
 	return cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }

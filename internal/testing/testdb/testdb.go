@@ -31,7 +31,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/agynio/users/internal/migrate"
-	"github.com/agynio/users/internal/pgtest"
+	"github.com/agynio/users/internal/testing/pgtest"
 	"github.com/agynio/users/sql/migrations"
 )
 
