@@ -3,10 +3,10 @@ package db
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	pgxuuid "github.com/vgarvardt/pgx-google-uuid/v5"
 )
@@ -35,9 +35,11 @@ func NewPool(ctx context.Context, url string, opts PoolOptions) (*pgxpool.Pool, 
 		return nil, fmt.Errorf("database: %w", err)
 	}
 	ConfigureConn(cfg.ConnConfig)
-	// pgxpool gives no way to tell its default from a pool_max_conns in the
-	// URL, so look for the setting itself.
-	if !strings.Contains(url, "pool_max_conns") {
+	setsMaxConns, err := setsPoolMaxConns(url)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	if !setsMaxConns {
 		cfg.MaxConns = DefaultMaxConns
 	}
 	if opts.MaxConns != 0 {
@@ -57,6 +59,22 @@ func NewPool(ctx context.Context, url string, opts PoolOptions) (*pgxpool.Pool, 
 		return nil, fmt.Errorf("database: %w", err)
 	}
 	return pool, nil
+}
+
+// setsPoolMaxConns reports whether connString sets pool_max_conns, read as
+// pgxpool.ParseConfig reads it. pgxpool deletes the setting once it has
+// used it and leaves no way to tell its own default from a value in the
+// URL; pgconn, which it parses with, keeps every setting it does not know
+// among the RuntimeParams. Parsing, not a search of the text, because the
+// name may appear as a value (application_name=pool_max_conns) or in a
+// password, and because pgconn also reads a service file (PGSERVICE).
+func setsPoolMaxConns(connString string) (bool, error) {
+	cfg, err := pgconn.ParseConfig(connString)
+	if err != nil {
+		return false, err
+	}
+	_, ok := cfg.RuntimeParams["pool_max_conns"]
+	return ok, nil
 }
 
 // DefaultMaxConns is the pool size when neither DATABASE_URL nor
