@@ -2,6 +2,9 @@ package server_test
 
 import (
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -11,44 +14,15 @@ import (
 )
 
 // The published agynio.api.users.v1 contract, as clients across the
-// platform compiled it. Any change here is a breaking change for them.
-var wantMessages = map[string][]string{
-	"EntityMeta": {
-		"1 id string",
-		"2 created_at google.protobuf.Timestamp",
-		"3 updated_at google.protobuf.Timestamp",
-	},
-	"User": {
-		"1 meta agynio.api.users.v1.EntityMeta",
-		"2 oidc_subject string",
-		"3 name string",
-		"4 email string",
-		"5 photo_url string",
-	},
-	"ResolveOrCreateUserRequest": {
-		"1 oidc_subject string",
-		"2 name string",
-		"3 email string",
-		"4 photo_url string",
-	},
-	"ResolveOrCreateUserResponse": {
-		"1 user agynio.api.users.v1.User",
-		"2 created bool",
-	},
-	"GetUserRequest":               {"1 identity_id string"},
-	"GetUserResponse":              {"1 user agynio.api.users.v1.User"},
-	"GetUserByOIDCSubjectRequest":  {"1 oidc_subject string"},
-	"GetUserByOIDCSubjectResponse": {"1 user agynio.api.users.v1.User"},
-	"BatchGetUsersRequest":         {"1 repeated identity_ids string"},
-	"BatchGetUsersResponse":        {"1 repeated users agynio.api.users.v1.User"},
-	"UpdateUserRequest": {
-		"1 identity_id string",
-		"2 optional name string",
-		"3 optional email string",
-		"4 optional photo_url string",
-	},
-	"UpdateUserResponse": {"1 user agynio.api.users.v1.User"},
-}
+// platform compiled it, is stated once, as data: the tables under "Field
+// numbers" in the README, which a reader compares line by line with the
+// platform's proto. Any change to them is a breaking change for clients.
+const (
+	readme        = "../../README.md"
+	fieldsHeader  = "| Message | Field | Number | Type |"
+	laterHeader   = "| Message | Number | Field in later v1 revisions |"
+	wantedPackage = "agynio.api.users.v1"
+)
 
 var wantMethods = []string{
 	"ResolveOrCreateUser(ResolveOrCreateUserRequest) ResolveOrCreateUserResponse",
@@ -58,33 +32,28 @@ var wantMethods = []string{
 	"UpdateUser(UpdateUserRequest) UpdateUserResponse",
 }
 
-// Numbers later platform revisions of v1 gave a meaning: they must stay
-// free or reserved here, never mean something else.
-var laterNumbers = map[string][]protoreflect.FieldNumber{
-	"User":                       {6, 7}, // nickname, username
-	"ResolveOrCreateUserRequest": {5, 6}, // preferred_username, email_verified
-	"UpdateUserRequest":          {5, 6, 7},
-}
-
 func TestWireContractIsPinned(t *testing.T) {
 	t.Parallel()
 	fd := usersv1.File_agynio_api_users_v1_users_proto
-	if got := string(fd.Package()); got != "agynio.api.users.v1" {
-		t.Fatalf("package = %q, want agynio.api.users.v1", got)
+	if got := string(fd.Package()); got != wantedPackage {
+		t.Fatalf("package = %q, want %s", got, wantedPackage)
 	}
 
-	gotMessages := map[string][]string{}
+	// Every field, one line each, in the order of the proto file.
+	var wantFields []string
+	for _, row := range readmeTable(t, fieldsHeader) {
+		wantFields = append(wantFields, strings.Join(row, " "))
+	}
+	var gotFields []string
 	msgs := fd.Messages()
 	for i := range msgs.Len() {
 		m := msgs.Get(i)
-		fields := []string{}
 		for j := range m.Fields().Len() {
-			fields = append(fields, describeField(m.Fields().Get(j)))
+			gotFields = append(gotFields, describeField(m.Name(), m.Fields().Get(j)))
 		}
-		gotMessages[string(m.Name())] = fields
 	}
-	if diff := cmp.Diff(wantMessages, gotMessages); diff != "" {
-		t.Errorf("messages (-want +got):\n%s", diff)
+	if diff := cmp.Diff(wantFields, gotFields); diff != "" {
+		t.Errorf("fields (-README +proto):\n%s", diff)
 	}
 
 	svc := fd.Services().ByName("UsersService")
@@ -103,17 +72,28 @@ func TestWireContractIsPinned(t *testing.T) {
 		t.Errorf("methods (-want +got):\n%s", diff)
 	}
 
-	for msg, nums := range laterNumbers {
+	// Numbers later platform revisions of v1 gave a meaning must stay
+	// reserved here, never mean something else.
+	for _, row := range readmeTable(t, laterHeader) {
+		msg, later := row[0], row[2]
 		m := msgs.ByName(protoreflect.Name(msg))
-		for _, n := range nums {
-			if f := m.Fields().ByNumber(n); f != nil {
-				t.Errorf("%s field %d is %q: that number belongs to a later v1 revision", msg, n, f.Name())
-			}
+		n, err := strconv.Atoi(row[1])
+		if m == nil || err != nil {
+			t.Errorf("README row %q: no such message, or no number", row)
+			continue
+		}
+		num := protoreflect.FieldNumber(n)
+		if f := m.Fields().ByNumber(num); f != nil {
+			t.Errorf("%s field %d is %q: that number is %s in a later v1 revision", msg, n, f.Name(), later)
+		} else if !m.ReservedRanges().Has(num) {
+			t.Errorf("%s field %d is not reserved: a later v1 revision made it %s", msg, n, later)
 		}
 	}
 }
 
-func describeField(f protoreflect.FieldDescriptor) string {
+// describeField writes f as a row of the README's table: message, field,
+// number and type, the type as the proto spells it.
+func describeField(msg protoreflect.Name, f protoreflect.FieldDescriptor) string {
 	label := ""
 	switch {
 	case f.IsList():
@@ -122,8 +102,44 @@ func describeField(f protoreflect.FieldDescriptor) string {
 		label = "optional "
 	}
 	typ := f.Kind().String()
-	if f.Message() != nil {
-		typ = string(f.Message().FullName())
+	if m := f.Message(); m != nil {
+		typ = string(m.FullName())
+		if m.ParentFile().Package() == wantedPackage {
+			typ = string(m.Name())
+		}
 	}
-	return fmt.Sprintf("%d %s%s %s", f.Number(), label, f.Name(), typ)
+	return fmt.Sprintf("%s %s %d %s%s", msg, f.Name(), f.Number(), label, typ)
+}
+
+// readmeTable returns the rows of the README's table headed by header,
+// each cell trimmed of its spaces and backticks.
+func readmeTable(t *testing.T, header string) [][]string {
+	t.Helper()
+	text, err := os.ReadFile(readme)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(text), "\n")
+	for i, line := range lines {
+		if line != header {
+			continue
+		}
+		var rows [][]string
+		for _, line := range lines[i+2:] { // past the |---| line
+			if !strings.HasPrefix(line, "|") {
+				break
+			}
+			var row []string
+			for cell := range strings.SplitSeq(strings.Trim(line, "|"), "|") {
+				row = append(row, strings.Trim(cell, " `"))
+			}
+			rows = append(rows, row)
+		}
+		if len(rows) == 0 {
+			t.Fatalf("%s: the table %s has no rows", readme, header)
+		}
+		return rows
+	}
+	t.Fatalf("%s has no table headed %s", readme, header)
+	return nil
 }
