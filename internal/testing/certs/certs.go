@@ -1,9 +1,12 @@
-// Package certs issues throwaway X.509 certificates for tests of the
-// gRPC listener's TLS: certificate authorities, server certificates for
-// the loopback address, and client certificates, each as PEM (what the
-// service reads from its files) and as crypto/tls values (what a test
-// client presents). Keys are ECDSA P-256, quick enough to make afresh in
-// every test.
+// Package certs issues throwaway X.509 certificates for tests: certificate
+// authorities, server certificates for the loopback address, and client
+// certificates, each as PEM (what the service and PostgreSQL read from
+// their files) and as crypto/tls values (what a test client presents).
+// Keys are ECDSA P-256, quick enough to make afresh in every test.
+//
+// NewCA, Server and Client fail the test on an error. MakeCA and
+// MakeServer return it instead, for pgtest, which also starts servers
+// outside any test.
 package certs
 
 import (
@@ -34,19 +37,36 @@ type CA struct {
 type Cert struct {
 	Leaf    *x509.Certificate
 	CertPEM []byte
-	KeyPEM  []byte
+	// KeyPEM is the key in PKCS #8, which Go and PostgreSQL both read.
+	KeyPEM []byte
 }
 
 // NewCA returns a self-signed CA named name.
 func NewCA(t testing.TB, name string) *CA {
 	t.Helper()
-	key := newKey(t)
-	tmpl := template(t, name)
+	ca, err := MakeCA(name)
+	check(t, err)
+	return ca
+}
+
+// MakeCA is NewCA outside a test.
+func MakeCA(name string) (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl, err := template(name)
+	if err != nil {
+		return nil, err
+	}
 	tmpl.IsCA = true
 	tmpl.BasicConstraintsValid = true
 	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
-	cert, certPEM := create(t, tmpl, tmpl, key, key)
-	return &CA{Cert: cert, PEM: certPEM, key: key}
+	cert, certPEM, err := create(tmpl, tmpl, key, key)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{Cert: cert, PEM: certPEM, key: key}, nil
 }
 
 // Pool returns a pool that trusts ca alone.
@@ -60,30 +80,41 @@ func (ca *CA) Pool() *x509.CertPool {
 // localhost, so that a client may dial any of them.
 func (ca *CA) Server(t testing.TB, name string) *Cert {
 	t.Helper()
-	tmpl := template(t, name)
+	c, err := ca.MakeServer(name)
+	check(t, err)
+	return c
+}
+
+// MakeServer is Server outside a test.
+func (ca *CA) MakeServer(name string) (*Cert, error) {
+	tmpl, err := template(name)
+	if err != nil {
+		return nil, err
+	}
 	tmpl.DNSNames = []string{"localhost"}
 	tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-	return ca.issue(t, tmpl)
+	return ca.issue(tmpl)
 }
 
 // Client issues a client certificate named name.
 func (ca *CA) Client(t testing.TB, name string) *Cert {
 	t.Helper()
-	tmpl := template(t, name)
+	tmpl, err := template(name)
+	check(t, err)
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	return ca.issue(t, tmpl)
+	c, err := ca.issue(tmpl)
+	check(t, err)
+	return c
 }
 
 // TLS returns c as a certificate a crypto/tls peer presents.
 func (c *Cert) TLS(t testing.TB) tls.Certificate {
 	t.Helper()
 	pair, err := tls.X509KeyPair(c.CertPEM, c.KeyPEM)
-	if err != nil {
-		t.Fatalf("certs: %v", err)
-	}
+	check(t, err)
 	return pair
 }
 
@@ -105,57 +136,56 @@ func ClientConfig(t testing.TB, roots *x509.CertPool, cert *Cert) *tls.Config {
 // key must be.
 func WriteFile(t testing.TB, path string, data []byte) {
 	t.Helper()
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatalf("certs: %v", err)
-	}
+	check(t, os.WriteFile(path, data, 0o600))
 }
 
-func (ca *CA) issue(t testing.TB, tmpl *x509.Certificate) *Cert {
-	t.Helper()
-	key := newKey(t)
-	cert, certPEM := create(t, tmpl, ca.Cert, key, ca.key)
+func (ca *CA) issue(tmpl *x509.Certificate) (*Cert, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	cert, certPEM, err := create(tmpl, ca.Cert, key, ca.key)
+	if err != nil {
+		return nil, err
+	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		t.Fatalf("certs: %v", err)
+		return nil, err
 	}
-	return &Cert{Leaf: cert, CertPEM: certPEM, KeyPEM: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})}
+	return &Cert{Leaf: cert, CertPEM: certPEM, KeyPEM: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})}, nil
 }
 
 // template is what every certificate has: a random serial number, so that
 // two certificates of one name still tell apart, and a validity that
 // started an hour ago, so that clock skew between test steps is no matter.
-func template(t testing.TB, name string) *x509.Certificate {
-	t.Helper()
+func template(name string) (*x509.Certificate, error) {
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
-		t.Fatalf("certs: %v", err)
+		return nil, err
 	}
 	return &x509.Certificate{
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: name},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
-	}
+	}, nil
 }
 
-func newKey(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatalf("certs: %v", err)
-	}
-	return key
-}
-
-func create(t testing.TB, tmpl, parent *x509.Certificate, key, parentKey *ecdsa.PrivateKey) (*x509.Certificate, []byte) {
-	t.Helper()
+func create(tmpl, parent *x509.Certificate, key, parentKey *ecdsa.PrivateKey) (*x509.Certificate, []byte, error) {
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
 	if err != nil {
-		t.Fatalf("certs: %v", err)
+		return nil, nil, err
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
+		return nil, nil, err
+	}
+	return cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+}
+
+func check(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
 		t.Fatalf("certs: %v", err)
 	}
-	return cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }

@@ -1,41 +1,22 @@
 package pgtest
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"syscall"
-	"time"
+
+	"github.com/agynio/users/internal/testing/certs"
 )
 
 // requireTLS configures the cluster in data to take TCP connections over
-// TLS only, with a fresh self-signed certificate for 127.0.0.1.
+// TLS only, with a fresh certificate for the loopback addresses. Clients
+// (sslmode=require) do not verify it, so its CA is thrown away.
 func requireTLS(data string, cred *syscall.Credential) error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := certs.MakeCA("pgtest CA")
 	if err != nil {
 		return err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "pgtest"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return err
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
+	cert, err := ca.MakeServer("pgtest")
 	if err != nil {
 		return err
 	}
@@ -45,9 +26,9 @@ func requireTLS(data string, cred *syscall.Credential) error {
 		content []byte
 		append  bool
 	}{
-		{"server.crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), false},
+		{"server.crt", cert.CertPEM, false},
 		// PostgreSQL refuses a key file that others can read.
-		{"server.key", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), false},
+		{"server.key", cert.KeyPEM, false},
 		// hostssl only: a client that does not use TLS is refused.
 		{"pg_hba.conf", []byte("local all all trust\nhostssl all all 127.0.0.1/32 trust\n"), false},
 		{"postgresql.conf", []byte("\nssl = on\n"), true},
