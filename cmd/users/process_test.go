@@ -1,9 +1,10 @@
 package main
 
-// End-to-end tests: they build the users binary and run it as a process,
+// Process tests: they build the users binary and run it as a process,
 // with nothing but the environment they give it, against a database of
 // their own from testdb. This file holds TestMain and the process harness;
-// the tests are in serve_test.go, shutdown_test.go and cli_test.go.
+// the tests are in serve_test.go, shutdown_test.go, cli_test.go and the
+// other files of the package. (The tests of a deployed service are e2e/.)
 
 import (
 	"bytes"
@@ -42,15 +43,15 @@ var usersBin string
 var buildFlags []string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "users-e2e-")
+	dir, err := os.MkdirTemp("", "users-process-test-")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
+		fmt.Fprintln(os.Stderr, "process tests:", err)
 		os.Exit(1)
 	}
 	usersBin = filepath.Join(dir, "users")
 	code := 1
 	if err := build(usersBin); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
+		fmt.Fprintln(os.Stderr, "process tests:", err)
 	} else {
 		code = testdb.Run(m)
 	}
