@@ -34,13 +34,12 @@ type loadSpec struct {
 // loadResult is what it reports: calls, latencies and CPU times within
 // the measured window (after the warm-up), errors over the whole run.
 type loadResult struct {
-	Calls      int64
-	Window     time.Duration
-	P50, P99   time.Duration
-	LoadgenCPU time.Duration
-	ServerCPU  time.Duration
-	Postgres   time.Duration    // all of the server's processes
-	Machine    cpuTimes         // everything on the machine
+	Calls    int64
+	P50, P99 time.Duration
+	// CPU is the window's: Self is the load generator's, Server the
+	// server's, Postgres all of PostgreSQL's processes', Machine
+	// everything on the machine.
+	CPU        cpuSample
 	Errors     map[string]int64 // by status code
 	FirstError string
 	// CountBound says a worker stopped at maxCallsPerWorker before the

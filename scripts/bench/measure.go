@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"strconv"
 	"time"
 )
@@ -16,10 +15,11 @@ func measureServer(ctx context.Context, srv *server, postmaster int, w workload,
 	if err := resetPeakRSS(pid); err != nil {
 		rssNote = "peak since start: " + err.Error()
 	}
-	var poolBefore poolStats
-	poolErr := fmt.Errorf("no pool counters")
+	var poolBefore *poolStats
 	if srv.AdminAddr != "" {
-		poolBefore, poolErr = scrapePool(ctx, srv.AdminAddr)
+		if s, err := scrapePool(ctx, srv.AdminAddr); err == nil {
+			poolBefore = &s
+		}
 	}
 	res, err := runLoadgen(ctx, loadSpec{
 		Addr:        srv.Addr,
@@ -36,18 +36,39 @@ func measureServer(ctx context.Context, srv *server, postmaster int, w workload,
 	if err != nil {
 		return serverRun{}, err
 	}
-	r := newServerRun(res)
+	r := newServerRun(res, cfg.duration)
 	if r.PeakRSS, err = peakRSS(pid); err != nil {
 		return r, err
 	}
 	r.RSSNote = rssNote
-	if poolErr == nil {
+	if poolBefore != nil {
 		if after, err := scrapePool(ctx, srv.AdminAddr); err == nil {
-			use := after.since(poolBefore)
+			use := after.since(*poolBefore)
 			r.Pool = &use
 		}
 	}
 	return r, nil
+}
+
+// newServerRun is the figures of one load generator run over a window.
+func newServerRun(res loadResult, window time.Duration) serverRun {
+	r := serverRun{
+		RPS:         float64(res.Calls) / window.Seconds(),
+		P50:         res.P50,
+		P99:         res.P99,
+		MachineBusy: res.CPU.Machine.busyShare(),
+		Calls:       res.Calls,
+		Errors:      res.Errors,
+		FirstError:  res.FirstError,
+		CountBound:  res.CountBound,
+	}
+	if n := time.Duration(res.Calls); n > 0 {
+		r.ServerCPU = res.CPU.Server / n
+		r.LoadgenCPU = res.CPU.Self / n
+		r.PostgresCPU = res.CPU.Postgres / n
+		r.MachineCPU = res.CPU.Machine.Busy / n
+	}
+	return r
 }
 
 // measureStatement runs pgbench on one statement sql, in the query file's
@@ -56,7 +77,7 @@ func measureStatement(ctx context.Context, pgbench, dbURL string, postmaster int
 	r := statementRun{SQL: sql}
 	script := w.pgbench.prelude + pgbenchStatement(sql, w.pgbench) + "\n"
 	defines := append([]string{"users=" + strconv.FormatInt(cfg.users, 10), "run=" + strconv.Itoa(run)}, w.pgbench.defines...)
-	before, err := pgbenchCPU(postmaster)
+	before, err := sampleCPU(0, postmaster)
 	if err != nil {
 		return r, err
 	}
@@ -66,34 +87,21 @@ func measureStatement(ctx context.Context, pgbench, dbURL string, postmaster int
 	}
 	// pgbench's connections end with it; their processes' CPU counts once
 	// the postmaster has reaped them.
-	var after windowCPU
+	var after cpuSample
 	for deadline := time.Now().Add(5 * time.Second); ; {
-		if after, err = pgbenchCPU(postmaster); err != nil {
+		if after, err = sampleCPU(0, postmaster); err != nil {
 			return r, err
 		}
-		if after.children <= before.children || time.Now().After(deadline) {
+		if after.Backends <= before.Backends || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if n := r.Pgbench.Transactions; n > 0 {
-		r.PostgresCPU = (after.postgres - before.postgres) / time.Duration(n)
-		r.MachineCPU = (after.machine.Busy - before.machine.Busy) / time.Duration(n)
+	used := after.since(before)
+	if n := time.Duration(r.Pgbench.Transactions); n > 0 {
+		r.PostgresCPU = used.Postgres / n
+		r.MachineCPU = used.Machine.Busy / n
 	}
-	r.MachineBusy = after.machine.sub(before.machine).busyShare()
+	r.MachineBusy = used.Machine.busyShare()
 	return r, nil
-}
-
-// pgbenchCPU reads PostgreSQL's and the machine's CPU times, and how many
-// server processes are alive.
-func pgbenchCPU(postmaster int) (windowCPU, error) {
-	var c windowCPU
-	var err error
-	if postmaster != 0 {
-		if c.postgres, c.children, err = postgresCPU(postmaster); err != nil {
-			return c, fmt.Errorf("PostgreSQL CPU: %w", err)
-		}
-	}
-	c.machine, err = machineCPU()
-	return c, err
 }

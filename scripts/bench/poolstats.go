@@ -1,13 +1,13 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net/http"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // poolStats are the service's pgxpool counters, read from its /metrics:
@@ -56,35 +56,26 @@ func scrapePool(ctx context.Context, adminAddr string) (poolStats, error) {
 	if resp.StatusCode != http.StatusOK {
 		return poolStats{}, fmt.Errorf("GET /metrics: %s", resp.Status)
 	}
-	var s poolStats
-	fields := map[string]*float64{
-		"pgxpool_max_conns":           &s.MaxConns,
-		"pgxpool_acquire_count":       &s.Acquires,
-		"pgxpool_acquire_duration_ns": &s.AcquireWait,
-		"pgxpool_empty_acquire":       &s.EmptyAcquires,
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return poolStats{}, fmt.Errorf("GET /metrics: %w", err)
 	}
-	found := false
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "pgxpool_") {
-			continue
+	if families["pgxpool_acquire_count"] == nil {
+		return poolStats{}, fmt.Errorf("no pgxpool_* metrics")
+	}
+	// Each is the sum over the metric's label sets (one per pool).
+	sum := func(name string) float64 {
+		var v float64
+		for _, m := range families[name].GetMetric() {
+			v += m.GetCounter().GetValue() + m.GetGauge().GetValue() + m.GetUntyped().GetValue()
 		}
-		name, value, _ := strings.Cut(line, " ")
-		name, _, _ = strings.Cut(name, "{")
-		if p, ok := fields[name]; ok {
-			v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
-			if err == nil {
-				*p += v
-				found = true
-			}
-		}
+		return v
 	}
-	if err := sc.Err(); err != nil {
-		return s, err
-	}
-	if !found {
-		return s, fmt.Errorf("no pgxpool_* metrics")
-	}
-	return s, nil
+	return poolStats{
+		MaxConns:      sum("pgxpool_max_conns"),
+		Acquires:      sum("pgxpool_acquire_count"),
+		AcquireWait:   sum("pgxpool_acquire_duration_ns"),
+		EmptyAcquires: sum("pgxpool_empty_acquire"),
+	}, nil
 }

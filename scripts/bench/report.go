@@ -125,26 +125,6 @@ func ratios(a, b []serverRun) []float64 {
 	return out
 }
 
-func newServerRun(res loadResult) serverRun {
-	r := serverRun{
-		RPS:        float64(res.Calls) / res.Window.Seconds(),
-		P50:        res.P50,
-		P99:        res.P99,
-		Calls:      res.Calls,
-		Errors:     res.Errors,
-		FirstError: res.FirstError,
-		CountBound: res.CountBound,
-	}
-	if res.Calls > 0 {
-		r.ServerCPU = res.ServerCPU / time.Duration(res.Calls)
-		r.LoadgenCPU = res.LoadgenCPU / time.Duration(res.Calls)
-		r.PostgresCPU = res.Postgres / time.Duration(res.Calls)
-		r.MachineCPU = res.Machine.Busy / time.Duration(res.Calls)
-	}
-	r.MachineBusy = res.Machine.busyShare()
-	return r
-}
-
 // summary is a server's runs of one workload taken together: rates and
 // latencies are the median round's, CPU per call is over all the calls.
 type summary struct {
@@ -396,16 +376,3 @@ func micros(d time.Duration) string {
 	return fmt.Sprintf("%.1fµs", float64(d)/float64(time.Microsecond))
 }
 
-// cpuModel is the processor's name from /proc/cpuinfo, if it says.
-func cpuModel() string {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return runtime.GOARCH
-	}
-	for line := range strings.Lines(string(b)) {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return runtime.GOARCH
-}
