@@ -7,6 +7,10 @@
 // package shares; each test gets a CREATE DATABASE ... TEMPLATE clone,
 // dropped WITH (FORCE) when the test ends, so tests run in parallel without
 // seeing each other's rows.
+//
+// Nothing starts until a test first asks for a database: a run of only
+// the pure tests of a package (its fuzz targets, its validators) needs no
+// PostgreSQL at all. Run, in TestMain, stops what was started.
 package testdb
 
 import (
@@ -22,6 +26,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,17 +46,41 @@ var (
 	template  string        // name of the migrated template database
 )
 
-// Run is called from TestMain: it prepares the server and the template,
-// runs the tests and cleans up, returning the exit code for os.Exit.
+var (
+	running bool // Run has been called: someone will stop what starts
+
+	startOnce sync.Once
+	startErr  error  // why the server or the template is not there
+	stop      func() // undoes what the start did, if it did anything
+)
+
+// Run is called from TestMain: it runs the tests and then stops the
+// server and closes the connections that the first test to want a
+// database set up, returning the exit code for os.Exit.
 func Run(m *testing.M) int {
-	ctx := context.Background()
-	cleanup, err := setUp(ctx)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "testdb:", err)
-		return 1
+	running = true
+	code := m.Run()
+	if stop != nil {
+		stop()
 	}
-	defer cleanup()
-	return m.Run()
+	return code
+}
+
+// start sets up the server and the template once per test binary, on the
+// first call, and fails t if that failed (then, or for an earlier test).
+// Tests that start in parallel wait here for the first one's set-up.
+func start(t testing.TB) {
+	t.Helper()
+	if !running {
+		t.Fatal("testdb: call testdb.Run from TestMain")
+	}
+	startOnce.Do(func() {
+		// Not t's context: the server outlives the test that started it.
+		stop, startErr = setUp(context.Background())
+	})
+	if startErr != nil {
+		t.Fatalf("testdb: %v", startErr)
+	}
 }
 
 func setUp(ctx context.Context) (func(), error) {
@@ -216,9 +245,7 @@ func EncodedURL(t testing.TB, encoding string) string {
 // CREATE DATABASE options as pairs of keyword and value.
 func newDatabase(t testing.TB, from string, options ...string) string {
 	t.Helper()
-	if admin == nil {
-		t.Fatal("testdb: call testdb.Run from TestMain")
-	}
+	start(t)
 	ctx := context.Background()
 	name := "users_test_" + randomSuffix()
 	create := fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", pgx.Identifier{name}.Sanitize(), pgx.Identifier{from}.Sanitize())
