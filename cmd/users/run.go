@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/grpc"
 
 	"github.com/agynio/users/internal/admin"
 	"github.com/agynio/users/internal/buildinfo"
@@ -95,47 +97,36 @@ func runMigrate(ctx context.Context, cfg config.Config, action string) error {
 // serve runs the gRPC server until ctx is cancelled (SIGINT/SIGTERM), then
 // shuts down in order: health NOT_SERVING, calls still served for
 // cfg.DrainDelay, in-flight RPCs drain for up to cfg.ShutdownTimeout, the
-// admin listener and the database pool close.
+// admin listener and the database pools close. Each resource is closed
+// where it is created, by a defer that also covers an early return.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	// Memory: a soft limit at 90% of the container's memory limit (unless
-	// GOMEMLIMIT is set), so that the collector works harder before the
-	// kernel kills the pod; outside a container, 90% of the machine's. The
-	// runtime sets GOMAXPROCS from a CPU limit by itself.
-	if _, err := memlimit.Set(memlimit.WithProvider(memlimit.ApplyFallback(memlimit.FromCgroup, memlimit.FromSystem))); err != nil {
-		log.Warn("GOMEMLIMIT not set from the memory limit", "error", err)
-	}
-
+	// Configuration is loaded and validated (config.Load); what remains
+	// are the runtime settings: the memory limit and tracing.
+	setMemoryLimit(log)
 	tracing, err := telemetry.StartTracing(ctx, cfg.Tracing)
 	if err != nil {
 		return fmt.Errorf("tracing: %w", err)
 	}
-	defer func() {
-		flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if err := tracing.Shutdown(flushCtx); err != nil {
-			log.Warn("tracing: spans lost at exit", "error", err)
-		}
-	}()
+	defer flushSpans(ctx, tracing, log)
 
-	// Database. The pool connects lazily: the service starts, and answers
-	// UNAVAILABLE, while the database is still coming up.
+	// Database. The pools connect lazily: the service starts, and answers
+	// UNAVAILABLE, while the database is still coming up. Health has its
+	// own one-connection pool, so that a busy service pool does not read as
+	// an unreachable database.
 	pool, err := db.NewPool(ctx, cfg.DatabaseURL, db.PoolOptions{Tracer: tracing.QueryTracer(), MaxConns: cfg.DBMaxConns})
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
+	healthPool, err := db.NewPool(ctx, cfg.DatabaseURL, db.PoolOptions{MaxConns: 1})
+	if err != nil {
+		return err
+	}
+	defer healthPool.Close()
 	metrics := telemetry.NewMetrics(pool)
 
-	// gRPC server, with health and reflection.
-	opts := []server.Option{
-		server.WithMetrics(metrics.GRPC),
-		server.WithRejectedCounter(metrics.RejectedCalls),
-		server.WithStatsHandler(tracing.GRPCStatsHandler()),
-		// An aged connection's calls finish within the grace: a call makes
-		// at most two database calls (a login that loses a race), each
-		// bounded by DB_TIMEOUT.
-		server.WithMaxConnectionAge(server.MaxConnectionAge, max(server.MaxConnectionAgeGrace, 2*cfg.DBTimeout+5*time.Second)),
-	}
+	// gRPC server, with health and reflection, and TLS when configured.
+	opts := grpcOptions(cfg, metrics, tracing)
 	if cfg.TLS.Enabled() {
 		creds, err := grpctls.New(cfg.TLS, grpctls.DefaultRefresh, log)
 		if err != nil {
@@ -147,86 +138,156 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	} else {
 		log.Warn("gRPC serves plaintext, fit for local development only: set GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE")
 	}
-	lis, err := net.Listen("tcp", cfg.GRPCAddress)
-	if err != nil {
-		return fmt.Errorf("listen on GRPC_ADDRESS %s: %w", cfg.GRPCAddress, err)
-	}
-	queries := db.NewBounded(pool, min(acquireTimeout, cfg.DBTimeout), cfg.DBTimeout)
-	var handlerOpts []server.HandlerOption
-	if cfg.DBReadsInFlight != 0 {
-		handlerOpts = append(handlerOpts, server.WithReadsInFlight(cfg.DBReadsInFlight))
-	}
-	srv, healthSrv := server.NewGRPCServer(server.New(queries, identity.Local{}, log, handlerOpts...), log, opts...)
+	srv, healthSrv := server.NewGRPCServer(usersServer(cfg, pool, log), log, opts...)
+	defer srv.Stop() // for a return before the drain below; after it, a no-op
 
-	// Health: its own one-connection pool, so that a busy service pool
-	// does not read as an unreachable database; one check before serving,
-	// so the first probe already has an answer.
-	healthPool, err := db.NewPool(ctx, cfg.DatabaseURL, db.PoolOptions{MaxConns: 1})
-	if err != nil {
-		return err
-	}
-	defer healthPool.Close()
+	// Health: one check before serving, so that the first probe already
+	// has an answer, then one every healthInterval until shutdown.
 	watch := server.NewDatabaseWatch(db.NewReadiness(healthPool), healthSrv, healthInterval, log)
 	watch.Check(ctx)
 	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWatch()
 	go watch.Run(watchCtx)
 
-	// Admin HTTP: up before gRPC and down after it, so that readiness and
-	// metrics are there for the whole life of the service, drain included.
-	adminLis, err := net.Listen("tcp", cfg.AdminAddress)
+	// Listeners, and the admin HTTP server: up before gRPC serves and down
+	// after it, so that readiness and metrics are there for the whole life
+	// of the service, drain included.
+	lis, err := listen("GRPC_ADDRESS", cfg.GRPCAddress)
 	if err != nil {
-		lis.Close()
-		return fmt.Errorf("listen on ADMIN_ADDRESS %s: %w", cfg.AdminAddress, err)
+		return err
 	}
-	adminSrv := &http.Server{
-		Handler:           admin.Handler(healthSrv.Ready, metrics.Registry),
-		ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	defer lis.Close() // Serve closes it too; this one is for a return before serving
+	adminLis, err := listen("ADMIN_ADDRESS", cfg.AdminAddress)
+	if err != nil {
+		return err
 	}
+	defer adminLis.Close()
+	adminSrv := adminServer(healthSrv, metrics, log)
 	go adminSrv.Serve(adminLis) //nolint:errcheck // ends with Close below
 	defer adminSrv.Close()
 
+	// Serving, until a signal or a failure of the gRPC listener.
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
 	log.Info("serving", "address", lis.Addr().String(), "admin_address", adminLis.Addr().String(),
 		"version", buildinfo.Version, "tracing", tracing.Enabled())
-
-	// Shutdown.
 	select {
 	case err := <-serveErr:
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
+
+	// Shutdown: the drain delay, then the drain under ShutdownTimeout; the
+	// defers above then close the admin server and the pools.
 	log.Info("shutting down", "drain_delay", cfg.DrainDelay.String(), "timeout", cfg.ShutdownTimeout.String())
 	stopWatch()
-	// NOT_SERVING for good, so that balancers and clients' health checks
-	// stop sending. For DrainDelay the server goes on taking calls, new
-	// connections included, from those that have not heard yet (endpoints
-	// are updated after the signal, not before); a second signal ends the
-	// process at once (see main).
-	healthSrv.Shutdown()
-	if cfg.DrainDelay > 0 {
-		delay := time.NewTimer(cfg.DrainDelay)
-		select {
-		case <-delay.C:
-		case err := <-serveErr:
-			delay.Stop()
-			return fmt.Errorf("serve: %w", err)
-		}
+	if err := drainDelay(cfg.DrainDelay, healthSrv, serveErr); err != nil {
+		return err
 	}
-	// The drain: no new connections or calls, and the streaming calls
-	// (health Watch, reflection), which would hold it, are ended.
-	healthSrv.EndStreams()
+	drain(srv, healthSrv, cfg.ShutdownTimeout, log)
+	return nil
+}
+
+// setMemoryLimit sets a soft memory limit at 90% of the container's memory
+// limit (unless GOMEMLIMIT is set), so that the collector works harder
+// before the kernel kills the pod; outside a container, 90% of the
+// machine's. The runtime sets GOMAXPROCS from a CPU limit by itself.
+func setMemoryLimit(log *slog.Logger) {
+	if _, err := memlimit.Set(memlimit.WithProvider(memlimit.ApplyFallback(memlimit.FromCgroup, memlimit.FromSystem))); err != nil {
+		log.Warn("GOMEMLIMIT not set from the memory limit", "error", err)
+	}
+}
+
+// flushSpans exports the spans still buffered, for up to five seconds even
+// though ctx, the signal's, is done by then.
+func flushSpans(ctx context.Context, tracing *telemetry.Tracing, log *slog.Logger) {
+	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := tracing.Shutdown(flushCtx); err != nil {
+		log.Warn("tracing: spans lost at exit", "error", err)
+	}
+}
+
+// grpcOptions are the gRPC server's metrics, tracing and connection ages;
+// serve adds the credentials.
+func grpcOptions(cfg config.Config, metrics *telemetry.Metrics, tracing *telemetry.Tracing) []server.Option {
+	return []server.Option{
+		server.WithMetrics(metrics.GRPC),
+		server.WithRejectedCounter(metrics.RejectedCalls),
+		server.WithStatsHandler(tracing.GRPCStatsHandler()),
+		// An aged connection's calls finish within the grace: a call makes
+		// at most two database calls (a login that loses a race), each
+		// bounded by DB_TIMEOUT.
+		server.WithMaxConnectionAge(server.MaxConnectionAge, max(server.MaxConnectionAgeGrace, 2*cfg.DBTimeout+5*time.Second)),
+	}
+}
+
+// usersServer is UsersService over pool: each database call bounded by
+// DB_TIMEOUT, its wait for a connection by acquireTimeout as well, and
+// point reads coalesced past DB_READS_IN_FLIGHT when that is set.
+func usersServer(cfg config.Config, pool *pgxpool.Pool, log *slog.Logger) *server.Server {
+	queries := db.NewBounded(pool, min(acquireTimeout, cfg.DBTimeout), cfg.DBTimeout)
+	var opts []server.HandlerOption
+	if cfg.DBReadsInFlight != 0 {
+		opts = append(opts, server.WithReadsInFlight(cfg.DBReadsInFlight))
+	}
+	return server.New(queries, identity.Local{}, log, opts...)
+}
+
+// listen listens on addr, the value of variable, which the error names.
+func listen(variable, addr string) (net.Listener, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s %s: %w", variable, addr, err)
+	}
+	return lis, nil
+}
+
+// adminServer serves /healthz, /readyz (health's readiness) and /metrics.
+func adminServer(health *server.Health, metrics *telemetry.Metrics, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           admin.Handler(health.Ready, metrics.Registry),
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// drainDelay turns health NOT_SERVING for good, so that balancers and
+// clients' health checks stop sending, and goes on serving for delay:
+// calls, new connections included, from those that have not heard yet
+// (endpoints are updated after the signal, not before). A second signal
+// ends the process at once (see main). It returns early, with the error,
+// if the gRPC server stops serving meanwhile.
+func drainDelay(delay time.Duration, health *server.Health, serveErr <-chan error) error {
+	health.Shutdown()
+	if delay <= 0 {
+		return nil
+	}
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	}
+}
+
+// drain stops srv gracefully: no new connections or calls, and the
+// streaming calls (health Watch, reflection), which would hold the drain,
+// ended. In-flight calls have timeout to finish; then they are cancelled.
+func drain(srv *grpc.Server, health *server.Health, timeout time.Duration, log *slog.Logger) {
+	health.EndStreams()
 	drained := make(chan struct{})
 	go func() { srv.GracefulStop(); close(drained) }()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
 	select {
 	case <-drained:
 		log.Info("drained")
-	case <-time.After(cfg.ShutdownTimeout):
+	case <-timer.C:
 		log.Warn("shutdown timeout: cancelling in-flight RPCs")
 		srv.Stop()
 		<-drained
 	}
-	return nil
 }

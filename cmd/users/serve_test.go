@@ -1,7 +1,11 @@
 package main
 
 import (
+	"fmt"
+	"log/slog"
+	"net"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +20,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/descriptorpb"
 
+	"github.com/agynio/users/internal/config"
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
 	"github.com/agynio/users/internal/testing/testdb"
 )
@@ -37,6 +42,46 @@ func TestServe(t *testing.T) {
 	p.terminate(t)
 	if code := p.wait(t, waitTimeout); code != 0 {
 		t.Errorf("after SIGTERM: exit code %d, want 0", code)
+	}
+}
+
+// TestServeClosesWhatItOpened calls serve in process with one of its two
+// addresses already taken: it must return an error naming that address's
+// variable, and leave the other address free, whichever it had bound.
+func TestServeClosesWhatItOpened(t *testing.T) {
+	t.Parallel()
+	for _, taken := range []string{"GRPC_ADDRESS", "ADMIN_ADDRESS"} {
+		t.Run("with "+taken+" taken", func(t *testing.T) {
+			t.Parallel()
+			busy, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer busy.Close()
+			free := fmt.Sprintf("127.0.0.1:%d", unusedLoopbackPort(t))
+			env := map[string]string{
+				// Syntactically valid; nothing listens there, so the first
+				// health check fails at once.
+				"DATABASE_URL":  "postgres://u@127.0.0.1:1/users",
+				"GRPC_ADDRESS":  free,
+				"ADMIN_ADDRESS": free,
+				taken:           busy.Addr().String(),
+			}
+			cfg, err := config.Load(func(k string) string { return env[k] })
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			err = serve(t.Context(), cfg, slog.New(slog.DiscardHandler))
+			if err == nil || !strings.Contains(err.Error(), taken) {
+				t.Fatalf("serve = %v, want an error naming %s", err, taken)
+			}
+			lis, err := net.Listen("tcp", free)
+			if err != nil {
+				t.Fatalf("%s still taken after serve returned: %v", free, err)
+			}
+			lis.Close()
+		})
 	}
 }
 
