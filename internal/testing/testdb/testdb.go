@@ -210,6 +210,7 @@ func retryInUse(ctx context.Context, op func() error) error {
 // that is dropped when t ends.
 func URL(t testing.TB) string {
 	t.Helper()
+	start(t) // sets template, so before reading it
 	return newDatabase(t, template)
 }
 
