@@ -63,7 +63,8 @@ type TLS struct {
 // Enabled reports whether the gRPC listener serves TLS.
 func (t TLS) Enabled() bool { return t.CertFile != "" }
 
-// Error is a configuration error; the program exits with code 2 on one.
+// Error is a configuration error, made by Errorf; the program exits with
+// code 2 on one. Its text is "VARIABLE: reason".
 type Error struct {
 	Variable string
 	Reason   string
