@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -46,9 +43,7 @@ func newFloorServer() *floorServer {
 
 // floorMain serves the floor on $GRPC_ADDRESS until SIGTERM.
 func floorMain() int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return serveUntilDone(ctx, func(s *grpc.Server) {
+	return serve(func(s *grpc.Server) {
 		usersv1.RegisterUsersServiceServer(s, newFloorServer())
 	})
 }

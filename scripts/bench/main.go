@@ -49,17 +49,26 @@ type config struct {
 	run         *regexp.Regexp
 }
 
-func main() {
+// subcommands are the processes this program also runs as, each started
+// by the bench with its name as the one argument.
+var subcommands = map[string]func() int{
+	loadgenArg:   loadgenMain,
+	referenceArg: referenceMain,
+	floorArg:     floorMain,
+}
+
+// runSubcommand runs this process as the subcommand it was started as,
+// if any, and exits.
+func runSubcommand() {
 	if len(os.Args) > 1 {
-		switch os.Args[1] {
-		case loadgenArg:
-			os.Exit(loadgenMain())
-		case referenceArg:
-			os.Exit(referenceMain())
-		case floorArg:
-			os.Exit(floorMain())
+		if sub := subcommands[os.Args[1]]; sub != nil {
+			os.Exit(sub())
 		}
 	}
+}
+
+func main() {
+	runSubcommand()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:])
 	stop()
@@ -115,6 +124,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Tools: pgbench, the service's statements, the service's binary.
 	root, err := moduleRoot(ctx)
 	if err != nil {
 		return err
@@ -175,10 +185,9 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer floor.Stop()
 
-	// Workloads: the servers interleaved round by round, so that a noisy
-	// neighbour's burst falls on all three alike; then pgbench.
+	// Workloads, each in turn.
 	rep := newReport(cfg, db, pgbench, seedTime)
-	var loadRuns, pgbenchRuns int
+	b := &bench{cfg: cfg, db: db, pgbench: pgbench, service: svc, ref: ref, floor: floor}
 	for _, w := range workloads {
 		if !cfg.run.MatchString(w.name) {
 			continue
@@ -187,34 +196,9 @@ func run(ctx context.Context, args []string) error {
 		if !ok {
 			return fmt.Errorf("sql/queries/users.sql has no query %s", w.query)
 		}
-		r := workloadResult{Name: w.name, Target: w.target}
-		for round := range cfg.rounds {
-			for _, s := range []struct {
-				srv  *server
-				runs *[]serverRun
-			}{{svc, &r.Service}, {ref, &r.Reference}, {floor, &r.Floor}} {
-				logf("bench: %s: %s, round %d of %d", w.name, s.srv.Name, round+1, cfg.rounds)
-				run, err := measureServer(ctx, s.srv, db.Postmaster, w, cfg, loadRuns)
-				loadRuns++
-				if err != nil {
-					return fmt.Errorf("%s: %s: %w", w.name, s.srv.Name, err)
-				}
-				*s.runs = append(*s.runs, run)
-			}
-		}
-		logf("bench: %s: pgbench, the cheapest statement", w.name)
-		if r.Cheapest, err = measureStatement(ctx, pgbench, db.URL, db.Postmaster, w.cheapest, w, cfg, pgbenchRuns); err != nil {
-			return fmt.Errorf("%s: %w", w.name, err)
-		}
-		pgbenchRuns++
-		if sameStatement(w.cheapest, sql) {
-			r.Statement = r.Cheapest
-		} else {
-			logf("bench: %s: pgbench, the service's statement", w.name)
-			if r.Statement, err = measureStatement(ctx, pgbench, db.URL, db.Postmaster, sql, w, cfg, pgbenchRuns); err != nil {
-				return fmt.Errorf("%s: %w", w.name, err)
-			}
-			pgbenchRuns++
+		r, err := b.measureWorkload(ctx, w, sql)
+		if err != nil {
+			return err
 		}
 		rep.add(r)
 	}

@@ -2,15 +2,63 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"time"
 )
 
+// bench is what every measurement of a run shares: the settings, the
+// database, pgbench, the three servers (nil where a measurement needs
+// none), and how many runs of the load generator and of pgbench it has
+// made so far, by which first logins keep their keys apart.
+type bench struct {
+	cfg                   config
+	db                    *database
+	pgbench               string
+	service, ref, floor   *server
+	loadRuns, pgbenchRuns int
+}
+
+// measureWorkload drives the three servers with w round after round, each
+// round all three in turn, so that a noisy neighbour's burst falls on all
+// three alike; then pgbench on the cheapest statement and on the
+// service's own, sql.
+func (b *bench) measureWorkload(ctx context.Context, w workload, sql string) (workloadResult, error) {
+	r := workloadResult{Name: w.name, Target: w.target}
+	for round := range b.cfg.rounds {
+		for _, s := range []struct {
+			srv  *server
+			runs *[]serverRun
+		}{{b.service, &r.Service}, {b.ref, &r.Reference}, {b.floor, &r.Floor}} {
+			logf("bench: %s: %s, round %d of %d", w.name, s.srv.Name, round+1, b.cfg.rounds)
+			run, err := b.measureServer(ctx, s.srv, w)
+			if err != nil {
+				return r, fmt.Errorf("%s: %s: %w", w.name, s.srv.Name, err)
+			}
+			*s.runs = append(*s.runs, run)
+		}
+	}
+	var err error
+	logf("bench: %s: pgbench, the cheapest statement", w.name)
+	if r.Cheapest, err = b.measureStatement(ctx, w, w.cheapest); err != nil {
+		return r, fmt.Errorf("%s: %w", w.name, err)
+	}
+	if sameStatement(w.cheapest, sql) {
+		r.Statement = r.Cheapest
+		return r, nil
+	}
+	logf("bench: %s: pgbench, the service's statement", w.name)
+	if r.Statement, err = b.measureStatement(ctx, w, sql); err != nil {
+		return r, fmt.Errorf("%s: %w", w.name, err)
+	}
+	return r, nil
+}
+
 // measureServer runs the load generator against one server for one
 // workload, and adds what the server itself reports: its peak RSS, and
 // for the service its pool's counters.
-func measureServer(ctx context.Context, srv *server, postmaster int, w workload, cfg config, run int) (serverRun, error) {
-	pid := srv.PID()
+func (b *bench) measureServer(ctx context.Context, srv *server, w workload) (serverRun, error) {
+	pid, cfg := srv.PID(), b.cfg
 	rssNote := ""
 	if err := resetPeakRSS(pid); err != nil {
 		rssNote = "peak since start: " + err.Error()
@@ -29,10 +77,11 @@ func measureServer(ctx context.Context, srv *server, postmaster int, w workload,
 		Warmup:      cfg.warmup,
 		Duration:    cfg.duration,
 		ServerPID:   pid,
-		Postmaster:  postmaster,
+		Postmaster:  b.db.Postmaster,
 		Seed:        uint64(time.Now().UnixNano()),
-		Run:         run,
+		Run:         b.loadRuns,
 	})
+	b.loadRuns++
 	if err != nil {
 		return serverRun{}, err
 	}
@@ -72,16 +121,18 @@ func newServerRun(res loadResult, window time.Duration) serverRun {
 }
 
 // measureStatement runs pgbench on one statement sql, in the query file's
-// syntax and bound as w says, run numbering pgbench's runs.
-func measureStatement(ctx context.Context, pgbench, dbURL string, postmaster int, sql string, w workload, cfg config, run int) (statementRun, error) {
+// syntax and bound as w says.
+func (b *bench) measureStatement(ctx context.Context, w workload, sql string) (statementRun, error) {
 	r := statementRun{SQL: sql}
+	cfg, postmaster, run := b.cfg, b.db.Postmaster, b.pgbenchRuns
+	b.pgbenchRuns++
 	script := w.pgbench.prelude + pgbenchStatement(sql, w.pgbench) + "\n"
 	defines := append([]string{"users=" + strconv.FormatInt(cfg.users, 10), "run=" + strconv.Itoa(run)}, w.pgbench.defines...)
 	before, err := sampleCPU(0, postmaster)
 	if err != nil {
 		return r, err
 	}
-	r.Pgbench, err = runPgbench(ctx, pgbench, withoutPoolSettings(dbURL), script, defines, cfg.concurrency, cfg.duration)
+	r.Pgbench, err = runPgbench(ctx, b.pgbench, withoutPoolSettings(b.db.URL), script, defines, cfg.concurrency, cfg.duration)
 	if err != nil {
 		return r, err
 	}

@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -15,8 +12,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -33,8 +28,6 @@ import (
 // its CPU is measured the same way.
 const referenceArg = "reference-server"
 
-const referenceColumns = `identity_id, oidc_subject, name, email, photo_url, created_at, updated_at`
-
 type referenceServer struct {
 	usersv1.UnimplementedUsersServiceServer
 	pool *pgxpool.Pool
@@ -43,8 +36,7 @@ type referenceServer struct {
 // referenceMain serves the reference on $GRPC_ADDRESS over $DATABASE_URL
 // until SIGTERM.
 func referenceMain() int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "reference:", err)
@@ -55,31 +47,9 @@ func referenceMain() int {
 		fmt.Fprintln(os.Stderr, "reference:", err)
 		return 1
 	}
-	return serveUntilDone(ctx, func(s *grpc.Server) {
+	return serve(func(s *grpc.Server) {
 		usersv1.RegisterUsersServiceServer(s, &referenceServer{pool: pool})
 	})
-}
-
-// serveUntilDone serves what register registers, plus a health service
-// that says SERVING, on $GRPC_ADDRESS until ctx ends.
-func serveUntilDone(ctx context.Context, register func(*grpc.Server)) int {
-	lis, err := net.Listen("tcp", os.Getenv("GRPC_ADDRESS"))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	s := grpc.NewServer()
-	register(s)
-	healthpb.RegisterHealthServer(s, health.NewServer())
-	go func() {
-		<-ctx.Done()
-		s.Stop()
-	}()
-	if err := s.Serve(lis); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return 0
 }
 
 func (r *referenceServer) ResolveOrCreateUser(ctx context.Context, req *usersv1.ResolveOrCreateUserRequest) (*usersv1.ResolveOrCreateUserResponse, error) {
@@ -99,7 +69,7 @@ func (r *referenceServer) ResolveOrCreateUser(ctx context.Context, req *usersv1.
 	}
 	u, err = scanReferenceUser(r.pool.QueryRow(ctx,
 		`INSERT INTO users (identity_id, oidc_subject, name, email, photo_url) VALUES ($1, $2, $3, $4, $5)
-		 ON CONFLICT (oidc_subject) DO NOTHING RETURNING `+referenceColumns,
+		 ON CONFLICT (oidc_subject) DO NOTHING RETURNING `+userColumns,
 		id.String(), req.GetOidcSubject(), req.GetName(), req.GetEmail(), req.GetPhotoUrl()))
 	if status.Code(err) == codes.NotFound {
 		// Another login of the same subject inserted it first.
@@ -137,7 +107,7 @@ func (r *referenceServer) BatchGetUsers(ctx context.Context, req *usersv1.BatchG
 			return nil, status.Error(codes.InvalidArgument, "identity_ids holds a malformed UUID")
 		}
 	}
-	rows, err := r.pool.Query(ctx, `SELECT `+referenceColumns+` FROM users WHERE identity_id = ANY($1)`, req.GetIdentityIds())
+	rows, err := r.pool.Query(ctx, `SELECT `+userColumns+` FROM users WHERE identity_id = ANY($1)`, req.GetIdentityIds())
 	if err != nil {
 		return nil, toReferenceStatus(err)
 	}
@@ -162,7 +132,7 @@ func (r *referenceServer) UpdateUser(ctx context.Context, req *usersv1.UpdateUse
 	}
 	u, err := scanReferenceUser(r.pool.QueryRow(ctx,
 		`UPDATE users SET name = COALESCE($2, name), email = COALESCE($3, email), photo_url = COALESCE($4, photo_url), updated_at = now()
-		 WHERE identity_id = $1 RETURNING `+referenceColumns,
+		 WHERE identity_id = $1 RETURNING `+userColumns,
 		req.GetIdentityId(), req.Name, req.Email, req.PhotoUrl))
 	if err != nil {
 		return nil, err
@@ -172,7 +142,7 @@ func (r *referenceServer) UpdateUser(ctx context.Context, req *usersv1.UpdateUse
 
 // userBy reads the user whose column (a constant) equals value.
 func (r *referenceServer) userBy(ctx context.Context, column, value string) (*usersv1.User, error) {
-	return scanReferenceUser(r.pool.QueryRow(ctx, `SELECT `+referenceColumns+` FROM users WHERE `+column+` = $1`, value))
+	return scanReferenceUser(r.pool.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE `+column+` = $1`, value))
 }
 
 func scanReferenceUser(row pgx.Row) (*usersv1.User, error) {

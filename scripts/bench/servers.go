@@ -7,12 +7,14 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
@@ -154,4 +156,29 @@ func freeAddr() (string, error) {
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
+}
+
+// serve is the server side of a server process this program runs as (the
+// reference, the floor): it serves what register registers, and a health
+// service that says SERVING, on $GRPC_ADDRESS until SIGTERM.
+func serve(register func(*grpc.Server)) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	lis, err := net.Listen("tcp", os.Getenv("GRPC_ADDRESS"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	s := grpc.NewServer()
+	register(s)
+	healthpb.RegisterHealthServer(s, health.NewServer())
+	go func() {
+		<-ctx.Done()
+		s.Stop()
+	}()
+	if err := s.Serve(lis); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
 }

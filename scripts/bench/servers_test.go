@@ -20,18 +20,11 @@ import (
 	"github.com/agynio/users/internal/testing/testdb"
 )
 
-// TestMain serves the reference or the floor when the bench starts this
-// test binary as one of them (startReference, startFloor), and otherwise
-// runs the tests against a throwaway PostgreSQL.
+// TestMain runs as a subcommand (the reference or the floor) when the
+// tests start this test binary as one, as the bench starts itself, and
+// otherwise runs the tests against a throwaway PostgreSQL.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 {
-		switch os.Args[1] {
-		case referenceArg:
-			os.Exit(referenceMain())
-		case floorArg:
-			os.Exit(floorMain())
-		}
-	}
+	runSubcommand()
 	os.Exit(testdb.Run(m))
 }
 
@@ -237,11 +230,10 @@ func TestPgbenchRunsEveryStatement(t *testing.T) {
 	if err := seed(ctx, dbURL, cfg.users); err != nil {
 		t.Fatal(err)
 	}
-	run := 0
+	b := &bench{cfg: cfg, db: &database{URL: dbURL}, pgbench: pgbench}
 	for _, w := range workloads {
 		for _, sql := range []string{w.cheapest, stmts[w.query]} {
-			r, err := measureStatement(ctx, pgbench, dbURL, 0, sql, w, cfg, run)
-			run++
+			r, err := b.measureStatement(ctx, w, sql)
 			if err != nil {
 				t.Fatalf("%s: %v", w.name, err)
 			}
