@@ -10,6 +10,16 @@ import (
 	"github.com/agynio/users/internal/testing/testdb"
 )
 
+// healthIntervalUnderTest is the health watch's interval in the binary
+// under test, built with it in place of the 2s that ships
+// (healthinterval.go): a test that waits for a health check to happen
+// waits a fraction of a second.
+const healthIntervalUnderTest = 500 * time.Millisecond
+
+func init() {
+	buildFlags = append(buildFlags, "-ldflags=-X=main.healthIntervalOverride="+healthIntervalUnderTest.String())
+}
+
 // A service whose every pooled connection is busy is still healthy: the
 // health check pings on a connection of its own, not one from that pool.
 func TestHealthStaysServingWhileThePoolIsBusy(t *testing.T) {
@@ -25,8 +35,8 @@ func TestHealthStaysServingWhileThePoolIsBusy(t *testing.T) {
 	update := startUpdate(t, users, user.GetMeta().GetId(), "Busy")
 	lock.waitForWaiter(t)
 
-	// Past one health interval (2s) and its ping timeout.
-	time.Sleep(4500 * time.Millisecond)
+	// Past one health interval and its ping timeout.
+	time.Sleep(2*healthIntervalUnderTest + 500*time.Millisecond)
 	resp, err := healthpb.NewHealthClient(cc).Check(rpcContext(t), &healthpb.HealthCheckRequest{Service: usersService})
 	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Errorf("health with a busy pool: %v, %v; want SERVING", resp.GetStatus(), err)
