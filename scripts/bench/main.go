@@ -14,6 +14,15 @@
 // returns the same rows and on the service's own statement, at the same
 // concurrency and over the same keys. It prints the tables, and writes the
 // figures as JSON with -json. Any failed call fails the run.
+//
+// The parts, a file each: main.go (flags, the run from start to end),
+// database.go (the database and its seed; keys.go, how seeded users are
+// numbered), servers.go (the server processes; reference.go, floor.go),
+// workloads.go (each workload's calls and statements; requests.go, its
+// requests, encoded ahead), loadgen.go (the load generator process),
+// pgbench.go, measure.go (a workload's rounds, one run's figures),
+// proc.go (CPU and memory, from /proc), poolstats.go (the service's pool
+// counters), report.go and print.go (the figures, as JSON and as tables).
 package main
 
 import (
