@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
 
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
@@ -112,5 +113,34 @@ func TestLatencyPercentiles(t *testing.T) {
 		if diff := float64(got-c.want) / float64(c.want); diff < -0.001 || diff > 0.001 {
 			t.Errorf("p%v = %v, want %v within 0.1%%", c.q, got, c.want)
 		}
+	}
+}
+
+func TestParsePgbenchReadsTheSummary(t *testing.T) {
+	t.Parallel()
+	out := `pgbench (15.20 (Debian 15.20-0+deb12u1))
+transaction type: /tmp/users-bench-1.sql
+scaling factor: 1
+query mode: prepared
+number of clients: 32
+number of threads: 2
+maximum number of tries: 1
+duration: 10 s
+number of transactions actually processed: 86530
+number of failed transactions: 3 (0.003%)
+latency average = 3.698 ms
+initial connection time = 21.506 ms
+tps = 8653.123456 (without initial connection time)
+`
+	got, err := parsePgbench(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := pgbenchResult{TPS: 8653.123456, LatencyAverage: 3698 * time.Microsecond, Transactions: 86530, Failed: 3}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("parsePgbench (-want +got):\n%s", diff)
+	}
+	if _, err := parsePgbench("pgbench: error: connection refused\n"); err == nil {
+		t.Error("no error for an output without tps")
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -28,7 +27,7 @@ func findPgbench() (string, error) {
 			dirs = append(dirs, filepath.Dir(real))
 		}
 		for _, d := range dirs {
-			if p := filepath.Join(d, "pgbench"); isExecutable(p) {
+			if p, err := exec.LookPath(filepath.Join(d, "pgbench")); err == nil {
 				return p, nil
 			}
 		}
@@ -37,11 +36,6 @@ func findPgbench() (string, error) {
 		return p, nil
 	}
 	return "", errors.New("pgbench not found beside the PostgreSQL server binaries nor on PATH (Debian: apt-get install postgresql)")
-}
-
-func isExecutable(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
 }
 
 // queries returns the statements of a sqlc query file by name, without
@@ -160,9 +154,7 @@ func runPgbench(ctx context.Context, pgbench, url, script string, defines []stri
 func parsePgbench(out string) (pgbenchResult, error) {
 	var r pgbenchResult
 	var haveTPS bool
-	sc := bufio.NewScanner(strings.NewReader(out))
-	for sc.Scan() {
-		line := sc.Text()
+	for line := range strings.Lines(out) {
 		switch {
 		case strings.HasPrefix(line, "tps = "):
 			v, err := strconv.ParseFloat(strings.Fields(line)[2], 64)
