@@ -59,20 +59,21 @@ func startService(ctx context.Context, bin, dbURL, logDir string) (*server, erro
 
 // startReference runs this program's reference server against dbURL.
 func startReference(ctx context.Context, dbURL, logDir string) (*server, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	return startServer(ctx, referenceName, logDir, []string{self, referenceArg}, "DATABASE_URL="+dbURL)
+	return startSubcommand(ctx, referenceName, referenceArg, logDir, "DATABASE_URL="+dbURL)
 }
 
 // startFloor runs this program's floor server.
 func startFloor(ctx context.Context, logDir string) (*server, error) {
+	return startSubcommand(ctx, floorName, floorArg, logDir)
+}
+
+// startSubcommand runs this program as the server subcommand arg.
+func startSubcommand(ctx context.Context, name, arg, logDir string, env ...string) (*server, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	return startServer(ctx, floorName, logDir, []string{self, floorArg})
+	return startServer(ctx, name, logDir, []string{self, arg}, env...)
 }
 
 // startServer runs argv with env added, serving gRPC on a free loopback
