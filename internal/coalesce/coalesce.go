@@ -79,9 +79,9 @@ type call[R, V any] struct {
 	done chan struct{} // closed once val and err are set
 }
 
-// leftOut is a queued call's error when its batch had no value for it
+// errLeftOut is a queued call's error when its batch had no value for it
 // and the Loader has no Missing error: the caller calls One itself.
-var leftOut = errors.New("left out of the batch")
+var errLeftOut = errors.New("left out of the batch")
 
 // Load answers req.
 func (l *Loader[R, K, V]) Load(ctx context.Context, req R) (V, error) {
@@ -99,7 +99,7 @@ func (l *Loader[R, K, V]) Load(ctx context.Context, req R) (V, error) {
 
 	select {
 	case <-c.done:
-		if c.err == leftOut {
+		if c.err == errLeftOut {
 			return l.one(ctx, req)
 		}
 		return c.val, c.err
@@ -182,7 +182,7 @@ func (l *Loader[R, K, V]) read(batch []*call[R, V]) {
 		case !ok && l.missing != nil:
 			c.err = l.missing
 		case !ok:
-			c.err = leftOut
+			c.err = errLeftOut
 		default:
 			c.val = v
 		}
