@@ -195,27 +195,23 @@ func checkGracePeriod(t *testing.T, spec corev1.PodSpec, c corev1.Container) {
 	}
 }
 
-// checkHardening asks more than the restricted standard does: a read-only
-// root file system, no service account token, a numeric non-root user.
+// checkHardening asks what the restricted standard does not: a read-only
+// root file system, no service account token, and a user set by number
+// (restricted only forbids 0 where one is set). Capabilities, runAsNonRoot
+// and seccomp are the standard's own checks, which TestPodsAreRestricted
+// runs with the admission plugin's code. (kube-linter has the checks
+// below, but the Go module proxy does not serve it.)
 func checkHardening(t *testing.T, spec corev1.PodSpec, c corev1.Container) {
 	t.Helper()
 	var problems []string
-	sc := c.SecurityContext
-	if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+	if sc := c.SecurityContext; sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
 		problems = append(problems, "root file system not read-only")
-	}
-	if sc == nil || sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
-		problems = append(problems, "capabilities not dropped")
 	}
 	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
 		problems = append(problems, "service account token mounted")
 	}
-	psc := spec.SecurityContext
-	if psc == nil || psc.RunAsUser == nil || *psc.RunAsUser == 0 || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot {
-		problems = append(problems, "no numeric non-root user")
-	}
-	if psc == nil || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
-		problems = append(problems, "seccomp profile not RuntimeDefault")
+	if psc := spec.SecurityContext; psc == nil || psc.RunAsUser == nil {
+		problems = append(problems, "no numeric user")
 	}
 	if len(problems) > 0 {
 		t.Errorf("container %s: %s", c.Name, strings.Join(problems, "; "))
