@@ -7,37 +7,13 @@ import (
 	"slices"
 	"testing"
 
+	certmanagerv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
-)
 
-// certificate is the part of cert-manager's Certificate (cert-manager.io/v1)
-// the README's example uses; decoding strictly into it catches a misspelt
-// field.
-type certificate struct {
-	APIVersion string `json:"apiVersion"`
-	Kind       string `json:"kind"`
-	Metadata   struct {
-		Name      string `json:"name"`
-		Namespace string `json:"namespace"`
-	} `json:"metadata"`
-	Spec struct {
-		SecretName string `json:"secretName"`
-		IssuerRef  struct {
-			Group string `json:"group"`
-			Kind  string `json:"kind"`
-			Name  string `json:"name"`
-		} `json:"issuerRef"`
-		DNSNames   []string `json:"dnsNames"`
-		Usages     []string `json:"usages"`
-		PrivateKey struct {
-			Algorithm      string `json:"algorithm"`
-			Size           int    `json:"size"`
-			RotationPolicy string `json:"rotationPolicy"`
-		} `json:"privateKey"`
-	} `json:"spec"`
-}
+	"github.com/agynio/users/tools/deploy/kube"
+)
 
 // TestReadmeYAML: every ```yaml block of the README is either a
 // Kubernetes object or chart values, and the values render. The TLS
@@ -46,7 +22,7 @@ type certificate struct {
 // Certificate writes, for the names the client Service answers to.
 func TestReadmeYAML(t *testing.T) {
 	t.Parallel()
-	var certs []certificate
+	var certs []*certmanagerv1.Certificate
 	var tlsValues int
 	for i, b := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(readme(t), -1) {
 		src := []byte(b[1])
@@ -57,15 +33,15 @@ func TestReadmeYAML(t *testing.T) {
 			t.Fatalf("yaml block %d: %v", i+1, err)
 		}
 		if head.Kind != "" {
-			if head.Kind != "Certificate" {
-				t.Errorf("yaml block %d: a %s; the test knows Certificate only", i+1, head.Kind)
-				continue
+			objs, err := kube.Decode(src)
+			if err != nil {
+				t.Errorf("yaml block %d: %v", i+1, err)
 			}
-			var c certificate
-			if err := yaml.UnmarshalStrict(src, &c); err != nil {
-				t.Errorf("yaml block %d (Certificate): %v", i+1, err)
+			for _, o := range objs {
+				if c, ok := o.Object.(*certmanagerv1.Certificate); ok {
+					certs = append(certs, c)
+				}
 			}
-			certs = append(certs, c)
 			continue
 		}
 
@@ -111,7 +87,7 @@ func TestReadmeYAML(t *testing.T) {
 					t.Errorf("the Certificate's dnsNames %v lack %s, which clients call", cert.Spec.DNSNames, dns)
 				}
 			}
-			if !slices.Contains(cert.Spec.Usages, "server auth") {
+			if !slices.Contains(cert.Spec.Usages, certmanagerv1.UsageServerAuth) {
 				t.Errorf("the Certificate's usages %v lack server auth", cert.Spec.Usages)
 			}
 		}

@@ -1,6 +1,7 @@
 // Package kube validates Kubernetes manifests offline, the way the API
 // server would with strict field validation: each document is decoded into
-// its Go type (k8s.io/api, and the Prometheus Operator's for ServiceMonitor)
+// its Go type (k8s.io/api, the Prometheus Operator's for ServiceMonitor,
+// cert-manager's for Certificate)
 // and an unknown, misspelt or duplicated field is an error. Pods, and the
 // pod templates of workloads, can also be held to a Pod Security level.
 //
@@ -16,15 +17,15 @@ import (
 	"io"
 	"strings"
 
+	certmanagerv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
-	appsv1 "k8s.io/api/apps/v1"
-	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/pod-security-admission/admission"
 	psapi "k8s.io/pod-security-admission/api"
 	"k8s.io/pod-security-admission/policy"
 	kjson "sigs.k8s.io/json"
@@ -41,13 +42,17 @@ type Object struct {
 // String names the object as kubectl would: Kind/name.
 func (o Object) String() string { return o.GVK.Kind + "/" + o.Name }
 
-// scheme knows every built-in kind and the ServiceMonitor.
+// scheme knows every built-in kind, the ServiceMonitor and cert-manager's
+// kinds.
 var scheme = func() *runtime.Scheme {
 	s := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(s); err != nil {
 		panic(err)
 	}
 	if err := monitoringv1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := certmanagerv1.AddToScheme(s); err != nil {
 		panic(err)
 	}
 	return s
@@ -145,23 +150,11 @@ func describe(doc []byte) string {
 }
 
 // PodTemplate returns the pod metadata and spec an object runs, and false
-// for objects that run no pods.
+// for objects that run no pods. The kinds are those the Pod Security
+// admission plugin itself looks into, found by its own extractor.
 func PodTemplate(obj runtime.Object) (*metav1.ObjectMeta, *corev1.PodSpec, bool) {
-	switch o := obj.(type) {
-	case *corev1.Pod:
-		return &o.ObjectMeta, &o.Spec, true
-	case *appsv1.Deployment:
-		return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec, true
-	case *appsv1.StatefulSet:
-		return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec, true
-	case *appsv1.DaemonSet:
-		return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec, true
-	case *batchv1.Job:
-		return &o.Spec.Template.ObjectMeta, &o.Spec.Template.Spec, true
-	case *batchv1.CronJob:
-		return &o.Spec.JobTemplate.Spec.Template.ObjectMeta, &o.Spec.JobTemplate.Spec.Template.Spec, true
-	}
-	return nil, nil, false
+	meta, spec, err := admission.DefaultPodSpecExtractor{}.ExtractPodSpec(obj)
+	return meta, spec, err == nil && spec != nil
 }
 
 // evaluator holds the Pod Security Standards as the admission plugin of

@@ -93,6 +93,11 @@ func TestDecodeRefusesMistakes(t *testing.T) {
 			doc:     "apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata:\n  name: sm\nspec:\n  selector: {}\n  endpoints:\n    - port: admin\n      pth: /metrics\n",
 			wantErr: `unknown field "spec.endpoints[0].pth"`,
 		},
+		{
+			name:    "a Certificate with a misspelt field",
+			doc:     "apiVersion: cert-manager.io/v1\nkind: Certificate\nmetadata:\n  name: c\nspec:\n  secretName: s\n  dnsName: [a]\n",
+			wantErr: `unknown field "spec.dnsName"`,
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
