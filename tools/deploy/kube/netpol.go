@@ -20,6 +20,11 @@ type Peer struct {
 	IP              netip.Addr
 }
 
+// Admits is a NetworkPolicy evaluator of its own because no maintained one
+// installs offline: np-guard's netpol-analyzer is not served by the Go
+// module proxy, and no Kubernetes library evaluates policies outside a
+// network plugin.
+//
 // Admits reports whether the ingress rules of np, a policy in namespace
 // policyNamespace that selects the target pod, let peer connect to the
 // target's container port. It follows the NetworkPolicy semantics of
