@@ -8,6 +8,8 @@ package coalesce
 import (
 	"context"
 	"errors"
+	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 )
@@ -79,6 +81,9 @@ type call[R, V any] struct {
 	done chan struct{} // closed once val and err are set
 }
 
+// ErrPanicked is the error of queued callers whose read panicked.
+var ErrPanicked = errors.New("coalesce: a read panicked")
+
 // errLeftOut is a queued call's error when its batch had no value for it
 // and the Loader has no Missing error: the caller calls One itself.
 var errLeftOut = errors.New("left out of the batch")
@@ -89,9 +94,8 @@ func (l *Loader[R, K, V]) Load(ctx context.Context, req R) (V, error) {
 	if l.running < l.limit {
 		l.running++
 		l.mu.Unlock()
-		v, err := l.one(ctx, req)
-		l.release()
-		return v, err
+		defer l.release() // even if one panics, or the slot is lost
+		return l.one(ctx, req)
 	}
 	c := &call[R, V]{ctx: ctx, req: req, done: make(chan struct{})}
 	l.queue = append(l.queue, c)
@@ -155,6 +159,21 @@ func (l *Loader[R, K, V]) drain(batch []*call[R, V]) {
 
 // read answers every call of batch.
 func (l *Loader[R, K, V]) read(batch []*call[R, V]) {
+	answered := 0
+	defer func() {
+		// This goroutine is no handler's, so no recovery interceptor
+		// would catch a panic here: the whole process would die. Answer
+		// the callers left with an error, as a handler's panic is
+		// answered, and keep the slot going.
+		if r := recover(); r != nil {
+			err := fmt.Errorf("%w: %v\n%s", ErrPanicked, r, debug.Stack())
+			for _, c := range batch[answered:] {
+				c.err = err
+				close(c.done)
+			}
+		}
+	}()
+
 	if len(batch) == 1 {
 		// One caller: its own read, under its own context, exactly as if
 		// it had not queued.
@@ -187,6 +206,7 @@ func (l *Loader[R, K, V]) read(batch []*call[R, V]) {
 			c.val = v
 		}
 		close(c.done)
+		answered++
 	}
 }
 

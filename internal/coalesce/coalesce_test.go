@@ -461,3 +461,54 @@ func TestLeftOutCallerAnswersItselfWithoutMissing(t *testing.T) {
 		t.Errorf("read %v alone and %v in batches; want [0 -2] alone after one batch", ones, batches)
 	}
 }
+
+// TestPanicsLoseNoSlotAndKillNothing: a panic in a caller's own read goes
+// to that caller (whose handler's recovery answers it) and frees the
+// slot; a panic in a batch, on a goroutine no handler recovers, becomes
+// the queued callers' error; the loader keeps serving after both.
+func TestPanicsLoseNoSlotAndKillNothing(t *testing.T) {
+	t.Parallel()
+	s := newStore()
+	cfg := config(s, 1, 100)
+	one, many := cfg.One, cfg.Many
+	cfg.One = func(ctx context.Context, k int) (string, error) {
+		if k == 666 {
+			panic("one")
+		}
+		return one(ctx, k)
+	}
+	cfg.Many = func(ctx context.Context, ks []int) ([]string, error) {
+		if slices.Contains(ks, 666) {
+			panic("many")
+		}
+		return many(ctx, ks)
+	}
+	l := New(cfg)
+
+	func() {
+		defer func() {
+			if r := recover(); r != "one" {
+				t.Errorf("recovered %v, want the read's own panic", r)
+			}
+		}()
+		l.Load(t.Context(), 666) //nolint:errcheck // panics
+	}()
+	bounded, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if v, err := l.Load(bounded, 1); err != nil || v != "v1" {
+		t.Fatalf("after a panic: Load(1) = %q, %v; the slot was lost?", v, err)
+	}
+
+	release, _ := fillSlot(t, s, l, 0)
+	a, b := loadAsync(t.Context(), l, 666), loadAsync(t.Context(), l, 2)
+	waitQueued(t, l, 2)
+	release()
+	for _, ch := range []<-chan result{a, b} {
+		if r := <-ch; !errors.Is(r.err, ErrPanicked) {
+			t.Errorf("queued caller of a panicking batch got %q, %v; want ErrPanicked", r.val, r.err)
+		}
+	}
+	if v, err := l.Load(t.Context(), 3); err != nil || v != "v3" {
+		t.Errorf("after a batch's panic: Load(3) = %q, %v", v, err)
+	}
+}
