@@ -8,8 +8,6 @@ package coalesce
 import (
 	"context"
 	"errors"
-	"fmt"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 )
@@ -81,11 +79,9 @@ type call[R, V any] struct {
 	done chan struct{} // closed once val and err are set
 }
 
-// ErrPanicked is the error of queued callers whose read panicked.
-var ErrPanicked = errors.New("coalesce: a read panicked")
-
 // errLeftOut is a queued call's error when its batch had no value for it
-// and the Loader has no Missing error: the caller calls One itself.
+// and the Loader has no Missing error, or when the batch panicked: the
+// caller calls One itself.
 var errLeftOut = errors.New("left out of the batch")
 
 // Load answers req.
@@ -96,6 +92,11 @@ func (l *Loader[R, K, V]) Load(ctx context.Context, req R) (V, error) {
 		l.mu.Unlock()
 		defer l.release() // even if one panics, or the slot is lost
 		return l.one(ctx, req)
+	}
+	if err := ctx.Err(); err != nil { // gone already: no place in the queue
+		l.mu.Unlock()
+		var zero V
+		return zero, err
 	}
 	c := &call[R, V]{ctx: ctx, req: req, done: make(chan struct{})}
 	l.queue = append(l.queue, c)
@@ -108,7 +109,7 @@ func (l *Loader[R, K, V]) Load(ctx context.Context, req R) (V, error) {
 		}
 		return c.val, c.err
 	case <-ctx.Done():
-		// Its batch, if it has started, goes on for the others; take
+		// Its batch, if it has started, goes on for the others; next
 		// skips it if it has not.
 		var zero V
 		return zero, ctx.Err()
@@ -162,13 +163,14 @@ func (l *Loader[R, K, V]) read(batch []*call[R, V]) {
 	answered := 0
 	defer func() {
 		// This goroutine is no handler's, so no recovery interceptor
-		// would catch a panic here: the whole process would die. Answer
-		// the callers left with an error, as a handler's panic is
-		// answered, and keep the slot going.
-		if r := recover(); r != nil {
-			err := fmt.Errorf("%w: %v\n%s", ErrPanicked, r, debug.Stack())
+		// would catch a panic here: the whole process would die. Send
+		// the callers left to read on their own instead, each in its
+		// handler: a request that panics then panics there, and is
+		// answered as it would have been alone, and the others are
+		// answered as if nothing had happened.
+		if recover() != nil {
 			for _, c := range batch[answered:] {
-				c.err = err
+				c.err = errLeftOut
 				close(c.done)
 			}
 		}

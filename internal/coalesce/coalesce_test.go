@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/agynio/users/internal/testing/testctx"
 )
 
 var errMissing = errors.New("missing")
@@ -298,8 +300,7 @@ func TestCallerDeadlineEndsItsWaitWhileTheBatchGoesOn(t *testing.T) {
 	l := newLoader(s, 1, 100)
 	releaseSlot, _ := fillSlot(t, s, l, 0)
 
-	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
-	defer cancel()
+	ctx := testctx.NewExpiring(t.Context())
 	short := loadAsync(ctx, l, 1)
 	waitQueued(t, l, 1) // first in the batch, whose context the batch might wrongly take
 	long := loadAsync(t.Context(), l, 2)
@@ -310,12 +311,8 @@ func TestCallerDeadlineEndsItsWaitWhileTheBatchGoesOn(t *testing.T) {
 		t.Fatalf("held read of %d started, want the batch (key 2)", got)
 	}
 
-	var batchCtx context.Context
-	select {
-	case batchCtx = <-s.batchCtx:
-	default:
-		t.Fatal("no batch: the deadline passed before the queue was read; a slow machine?")
-	}
+	batchCtx := <-s.batchCtx
+	ctx.Expire() // while the batch runs
 	if r := <-short; !errors.Is(r.err, context.DeadlineExceeded) {
 		t.Errorf("caller with a deadline got %q, %v; want context.DeadlineExceeded", r.val, r.err)
 	}
@@ -464,8 +461,9 @@ func TestLeftOutCallerAnswersItselfWithoutMissing(t *testing.T) {
 
 // TestPanicsLoseNoSlotAndKillNothing: a panic in a caller's own read goes
 // to that caller (whose handler's recovery answers it) and frees the
-// slot; a panic in a batch, on a goroutine no handler recovers, becomes
-// the queued callers' error; the loader keeps serving after both.
+// slot. A panic in a batch, on a goroutine no handler recovers, sends its
+// callers to read on their own: the request that panics panics in its
+// caller, the others are answered. The loader keeps serving after both.
 func TestPanicsLoseNoSlotAndKillNothing(t *testing.T) {
 	t.Parallel()
 	s := newStore()
@@ -484,15 +482,16 @@ func TestPanicsLoseNoSlotAndKillNothing(t *testing.T) {
 		return many(ctx, ks)
 	}
 	l := New(cfg)
+	// loadRecovering is Load with the recovery a handler has.
+	loadRecovering := func(ctx context.Context, k int) (v string, err error, panicked any) {
+		defer func() { panicked = recover() }()
+		v, err = l.Load(ctx, k)
+		return v, err, nil
+	}
 
-	func() {
-		defer func() {
-			if r := recover(); r != "one" {
-				t.Errorf("recovered %v, want the read's own panic", r)
-			}
-		}()
-		l.Load(t.Context(), 666) //nolint:errcheck // panics
-	}()
+	if _, _, p := loadRecovering(t.Context(), 666); p != "one" {
+		t.Errorf("recovered %v, want the read's own panic", p)
+	}
 	bounded, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	if v, err := l.Load(bounded, 1); err != nil || v != "v1" {
@@ -500,15 +499,60 @@ func TestPanicsLoseNoSlotAndKillNothing(t *testing.T) {
 	}
 
 	release, _ := fillSlot(t, s, l, 0)
-	a, b := loadAsync(t.Context(), l, 666), loadAsync(t.Context(), l, 2)
+	bad := make(chan any, 1)
+	go func() {
+		_, _, p := loadRecovering(t.Context(), 666)
+		bad <- p
+	}()
+	waitQueued(t, l, 1)
+	good := loadAsync(t.Context(), l, 2)
 	waitQueued(t, l, 2)
 	release()
-	for _, ch := range []<-chan result{a, b} {
-		if r := <-ch; !errors.Is(r.err, ErrPanicked) {
-			t.Errorf("queued caller of a panicking batch got %q, %v; want ErrPanicked", r.val, r.err)
-		}
+	if p := <-bad; p != "one" {
+		t.Errorf("the panicking request's caller recovered %v, want its own read's panic", p)
 	}
-	if v, err := l.Load(t.Context(), 3); err != nil || v != "v3" {
+	if r := <-good; r.err != nil || r.val != "v2" {
+		t.Errorf("the other caller of a panicking batch got %q, %v; want v2", r.val, r.err)
+	}
+	if v, err := l.Load(bounded, 3); err != nil || v != "v3" {
 		t.Errorf("after a batch's panic: Load(3) = %q, %v", v, err)
+	}
+}
+
+// TestFreeSlotsRunAtOnce: below the limit nothing waits, even when the
+// calls arrive together.
+func TestFreeSlotsRunAtOnce(t *testing.T) {
+	t.Parallel()
+	s := newStore()
+	l := newLoader(s, 3, 100)
+	var releases []func()
+	for k := 1; k <= 3; k++ {
+		releases = append(releases, s.holdKey(k))
+		loadAsync(t.Context(), l, k)
+	}
+	for range 3 {
+		<-s.started // every read has started while the others still run
+	}
+	if n := l.Queued(); n != 0 {
+		t.Errorf("%d calls queued below the limit, want none", n)
+	}
+	for _, r := range releases {
+		r()
+	}
+}
+
+func TestCallThatHasGoneAlreadyIsNotQueued(t *testing.T) {
+	t.Parallel()
+	s := newStore()
+	l := newLoader(s, 1, 100)
+	release, _ := fillSlot(t, s, l, 0)
+	defer release()
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := l.Load(ctx, 1); !errors.Is(err, context.Canceled) {
+		t.Errorf("Load with a cancelled context = %v, want context.Canceled", err)
+	}
+	if n := l.Queued(); n != 0 {
+		t.Errorf("%d calls queued, want none", n)
 	}
 }

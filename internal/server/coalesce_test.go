@@ -19,6 +19,7 @@ import (
 	"github.com/agynio/users/internal/identity"
 	"github.com/agynio/users/internal/server"
 	"github.com/agynio/users/internal/testing/tcpproxy"
+	"github.com/agynio/users/internal/testing/testctx"
 	"github.com/agynio/users/internal/testing/testdb"
 )
 
@@ -134,8 +135,7 @@ func TestCoalescedGetUserAnswersEachCallerAsAlone(t *testing.T) {
 	first := async(get(t.Context(), alice.GetMeta().GetId()))
 	<-g.held
 
-	shortCtx, cancelShort := context.WithTimeout(t.Context(), 100*time.Millisecond)
-	defer cancelShort()
+	shortCtx := testctx.NewExpiring(t.Context())
 	goneCtx, cancelGone := context.WithCancel(t.Context())
 	short := async(get(shortCtx, bob.GetMeta().GetId()))
 	gone := async(get(goneCtx, bob.GetMeta().GetId()))
@@ -147,6 +147,7 @@ func TestCoalescedGetUserAnswersEachCallerAsAlone(t *testing.T) {
 	// Gone while queued, the statement before them still held: they
 	// answer now, as an unqueued call whose statement ran too long would.
 	cancelGone()
+	shortCtx.Expire()
 	wantCode(t, (<-gone).err, codes.Canceled)
 	wantCode(t, (<-short).err, codes.DeadlineExceeded)
 
