@@ -216,16 +216,19 @@ func grpcOptions(cfg config.Config, metrics *telemetry.Metrics, tracing *telemet
 		server.WithMetrics(metrics.GRPC),
 		server.WithRejectedCounter(metrics.RejectedCalls),
 		server.WithStatsHandler(tracing.GRPCStatsHandler()),
-		// An aged connection's calls finish within the grace: a call makes
-		// at most two database calls (a login that loses a race), each
-		// bounded by DB_TIMEOUT.
-		server.WithMaxConnectionAge(server.MaxConnectionAge, max(server.MaxConnectionAgeGrace, 2*cfg.DBTimeout+5*time.Second)),
+		// An aged connection's calls finish within the grace: a call waits
+		// on at most four database statements in turn, each bounded by
+		// DB_TIMEOUT (a queued first login: the login running before it,
+		// the shared read, its own upsert, and the read of a race's
+		// winner).
+		server.WithMaxConnectionAge(server.MaxConnectionAge, max(server.MaxConnectionAgeGrace, 4*cfg.DBTimeout+5*time.Second)),
 	}
 }
 
 // usersServer is UsersService over pool: each database call bounded by
 // DB_TIMEOUT, its wait for a connection by acquireTimeout as well, and
-// point reads coalesced past DB_READS_IN_FLIGHT when that is set.
+// point reads coalesced past DB_READS_IN_FLIGHT (the server's default
+// when it is not set).
 func usersServer(cfg config.Config, pool *pgxpool.Pool, log *slog.Logger) *server.Server {
 	queries := db.NewBounded(pool, min(acquireTimeout, cfg.DBTimeout), cfg.DBTimeout)
 	var opts []server.HandlerOption

@@ -19,11 +19,12 @@ WHERE identity_id = ANY($1::uuid[])
 `
 
 // The users with these ids, each once, in no particular order; ids with no
-// user are left out. Also what many concurrent GetUser calls are read
-// with at once while the pool is busy (see internal/coalesce). The caller puts them in the order of the ids' first
+// user are left out. The caller puts them in the order of the ids' first
 // occurrence, in one pass over the ids: ORDER BY array_position(...)
 // would search the array once per row, about a quarter of this
-// statement's database CPU for 100 ids.
+// statement's database CPU for 100 ids. Also what concurrent GetUser
+// calls queued behind the running ones are read with, at once (see
+// internal/coalesce).
 func (q *Queries) BatchGetUsers(ctx context.Context, identityIds []uuid.UUID) ([]User, error) {
 	rows, err := q.db.Query(ctx, batchGetUsers, identityIds)
 	if err != nil {
@@ -116,9 +117,10 @@ WHERE oidc_subject = ANY($1::text[])
 `
 
 // The users with these subjects, each once, in no particular order;
-// subjects with no user are left out. The service reads many concurrent
-// GetUserByOIDCSubject calls with it at once while the pool is busy (see
-// internal/coalesce); the unique index answers each subject.
+// subjects with no user are left out. The service reads the concurrent
+// GetUserByOIDCSubject calls and logins queued behind the running ones
+// with it, at once (see internal/coalesce); the unique index answers
+// each subject.
 func (q *Queries) GetUsersByOIDCSubjects(ctx context.Context, oidcSubjects []string) ([]User, error) {
 	rows, err := q.db.Query(ctx, getUsersByOIDCSubjects, oidcSubjects)
 	if err != nil {

@@ -88,8 +88,8 @@ func New(conn db.DBTX, ids identity.Allocator, log *slog.Logger, opts ...Handler
 		// One login at a time runs the upsert unqueued: that statement
 		// costs PostgreSQL about 1.7 times a plain read of a known
 		// subject, so under load it pays to send more logins through the
-		// shared read. First logins are not held back by it: the upserts
-		// of the subjects the shared read did not find run side by side.
+		// shared read. The upserts of the subjects the shared read did not
+		// find run side by side, each its caller's own, not one at a time.
 		logins: coalesce.New(coalesce.Config[db.ResolveOrCreateUserParams, string, db.ResolveOrCreateUserRow]{
 			One: q.ResolveOrCreateUser,
 			Many: func(ctx context.Context, logins []db.ResolveOrCreateUserParams) ([]db.ResolveOrCreateUserRow, error) {

@@ -44,20 +44,22 @@ WHERE oidc_subject = @oidc_subject;
 
 -- name: BatchGetUsers :many
 -- The users with these ids, each once, in no particular order; ids with no
--- user are left out. Also what many concurrent GetUser calls are read
--- with at once while the pool is busy (see internal/coalesce). The caller puts them in the order of the ids' first
+-- user are left out. The caller puts them in the order of the ids' first
 -- occurrence, in one pass over the ids: ORDER BY array_position(...)
 -- would search the array once per row, about a quarter of this
--- statement's database CPU for 100 ids.
+-- statement's database CPU for 100 ids. Also what concurrent GetUser
+-- calls queued behind the running ones are read with, at once (see
+-- internal/coalesce).
 SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at
 FROM users
 WHERE identity_id = ANY(@identity_ids::uuid[]);
 
 -- name: GetUsersByOIDCSubjects :many
 -- The users with these subjects, each once, in no particular order;
--- subjects with no user are left out. The service reads many concurrent
--- GetUserByOIDCSubject calls with it at once while the pool is busy (see
--- internal/coalesce); the unique index answers each subject.
+-- subjects with no user are left out. The service reads the concurrent
+-- GetUserByOIDCSubject calls and logins queued behind the running ones
+-- with it, at once (see internal/coalesce); the unique index answers
+-- each subject.
 SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at
 FROM users
 WHERE oidc_subject = ANY(@oidc_subjects::text[]);
