@@ -1,8 +1,8 @@
 // Package coalesce folds concurrent point reads into one batch read, but
-// only while enough of them are already running: a database pays about
-// 2 µs per row of a batch against about 20 µs per single-row statement,
-// so under load one `= ANY` answers many callers for little more than the
-// price of one, and when the load is light no call waits for anyone.
+// only while enough of them are already running: a database pays a fixed
+// price per statement and a few µs per row, so under load one `= ANY`
+// answers many callers for little more than the price of one, and when
+// the load is light no call waits for anyone.
 package coalesce
 
 import (
