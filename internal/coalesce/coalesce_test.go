@@ -483,13 +483,13 @@ func TestPanicsLoseNoSlotAndKillNothing(t *testing.T) {
 	}
 	l := New(cfg)
 	// loadRecovering is Load with the recovery a handler has.
-	loadRecovering := func(ctx context.Context, k int) (v string, err error, panicked any) {
+	loadRecovering := func(ctx context.Context, k int) (panicked any, v string, err error) {
 		defer func() { panicked = recover() }()
 		v, err = l.Load(ctx, k)
-		return v, err, nil
+		return nil, v, err
 	}
 
-	if _, _, p := loadRecovering(t.Context(), 666); p != "one" {
+	if p, _, _ := loadRecovering(t.Context(), 666); p != "one" {
 		t.Errorf("recovered %v, want the read's own panic", p)
 	}
 	bounded, cancel := context.WithTimeout(t.Context(), 10*time.Second)
@@ -501,7 +501,7 @@ func TestPanicsLoseNoSlotAndKillNothing(t *testing.T) {
 	release, _ := fillSlot(t, s, l, 0)
 	bad := make(chan any, 1)
 	go func() {
-		_, _, p := loadRecovering(t.Context(), 666)
+		p, _, _ := loadRecovering(t.Context(), 666)
 		bad <- p
 	}()
 	waitQueued(t, l, 1)
