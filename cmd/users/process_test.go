@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/agynio/users/internal/testing/syncbuf"
 	"github.com/agynio/users/internal/testing/testdb"
 )
 
@@ -114,7 +115,7 @@ func runUsers(t *testing.T, env map[string]string, args ...string) result {
 type proc struct {
 	cmd    *exec.Cmd
 	stdout *logSink
-	stderr *syncBuffer
+	stderr *syncbuf.Buffer
 	exited chan struct{} // closed once the process has exited and its output is read
 
 	adminAddr string // of the admin HTTP listener, once serving
@@ -125,7 +126,7 @@ type proc struct {
 // and on failure its output is logged.
 func startUsers(t *testing.T, env map[string]string, args ...string) *proc {
 	t.Helper()
-	p := &proc{stdout: newLogSink(), stderr: &syncBuffer{}, exited: make(chan struct{})}
+	p := &proc{stdout: newLogSink(), stderr: &syncbuf.Buffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(usersBin, args...)
 	p.cmd.Env = environ(env)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
@@ -290,23 +291,4 @@ func (s *logSink) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.buf.String()
-}
-
-// syncBuffer is a buffer the process's output copier may write while the
-// test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

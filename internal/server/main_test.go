@@ -1,12 +1,10 @@
 package server_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,30 +21,12 @@ import (
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
 	"github.com/agynio/users/internal/identity"
 	"github.com/agynio/users/internal/server"
+	"github.com/agynio/users/internal/testing/syncbuf"
 	"github.com/agynio/users/internal/testing/testdb"
 )
 
 func TestMain(m *testing.M) {
 	os.Exit(testdb.Run(m))
-}
-
-// syncBuffer is a log sink that the server's goroutines may write
-// concurrently with the test reading it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // env is one test's service: a gRPC client talking through the real gRPC
@@ -57,7 +37,7 @@ type env struct {
 	srv    *server.Server
 	health *server.Health
 	conn   db.DBTX
-	logs   *syncBuffer
+	logs   *syncbuf.Buffer
 }
 
 func newEnv(t *testing.T) *env {
@@ -80,7 +60,7 @@ func newEnvWith(t *testing.T, conn db.DBTX, ids identity.Allocator, opts ...serv
 // newEnvFor serves the Server that build returns, given the env's log.
 func newEnvFor(t *testing.T, conn db.DBTX, build func(*slog.Logger) *server.Server, opts ...server.Option) *env {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
 	srv := build(log)
 

@@ -19,6 +19,7 @@ import (
 
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
 	"github.com/agynio/users/internal/server"
+	"github.com/agynio/users/internal/testing/syncbuf"
 )
 
 // payloadMarker fills the requests of these tests: finding it in a log
@@ -149,7 +150,7 @@ func TestEveryRefusedCallShowsOnce(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			logs := &syncBuffer{}
+			logs := &syncbuf.Buffer{}
 			reg := prometheus.NewRegistry()
 			handled := grpcprom.NewServerMetrics()
 			rejected := rejectedCounter()
@@ -204,7 +205,7 @@ func TestEveryRefusedCallShowsOnce(t *testing.T) {
 // status message, and a method name of 10 KiB.
 func TestRejectedCallLogLinesAreBounded(t *testing.T) {
 	t.Parallel()
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	addr := serveTCP(t, slog.New(slog.NewJSONHandler(logs, nil)))
 
 	long := strings.Repeat("x", 10<<10)
