@@ -119,7 +119,7 @@ func TestLatencyPercentiles(t *testing.T) {
 func TestParsePgbenchReadsTheSummary(t *testing.T) {
 	t.Parallel()
 	out := `pgbench (15.20 (Debian 15.20-0+deb12u1))
-transaction type: /tmp/users-bench-1.sql
+transaction type: users-bench-1.sql
 scaling factor: 1
 query mode: prepared
 number of clients: 32
