@@ -139,7 +139,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	} else {
 		log.Warn("gRPC serves plaintext, fit for local development only: set GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE")
 	}
-	srv, healthSrv := server.NewGRPCServer(usersServer(cfg, pool, log), log, opts...)
+	if cfg.TLS.ClientCAFile != "" {
+		opts = append(opts, server.WithIdentityAssertingClients(cfg.IdentityAssertingClients))
+	}
+	users := usersServer(cfg, pool, metrics, log)
+	srv, healthSrv := server.NewGRPCServer(users, log, opts...)
 	defer srv.Stop() // for a return before the drain below; after it, a no-op
 
 	// Health: one check before serving, so that the first probe already
@@ -149,6 +153,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWatch()
 	go watch.Run(watchCtx)
+	go promoteDeclaredAdmins(watchCtx, users, log)
 
 	// Listeners, and the admin HTTP server: up before gRPC serves and down
 	// after it, so that readiness and metrics are there for the whole life
@@ -229,13 +234,41 @@ func grpcOptions(cfg config.Config, metrics *telemetry.Metrics, tracing *telemet
 // DB_TIMEOUT, its wait for a connection by acquireTimeout as well, and
 // point reads coalesced past DB_READS_IN_FLIGHT (the server's default
 // when it is not set).
-func usersServer(cfg config.Config, pool *pgxpool.Pool, log *slog.Logger) *server.Server {
+func usersServer(cfg config.Config, pool *pgxpool.Pool, metrics *telemetry.Metrics, log *slog.Logger) *server.Server {
 	queries := db.NewBounded(pool, min(acquireTimeout, cfg.DBTimeout), cfg.DBTimeout)
-	var opts []server.HandlerOption
+	opts := []server.HandlerOption{
+		server.WithDeclaredAdmins(cfg.ClusterAdminSubjects),
+		server.WithDroppedClaimsCounter(metrics.DroppedClaims),
+	}
 	if cfg.DBReadsInFlight != 0 {
 		opts = append(opts, server.WithReadsInFlight(cfg.DBReadsInFlight))
 	}
 	return server.New(queries, identity.Local{}, log, opts...)
+}
+
+// promoteDeclaredAdmins stores the administrator role of the
+// CLUSTER_ADMIN_SUBJECTS users who exist, trying again every few seconds
+// while the database cannot be reached, until it succeeds or ctx ends.
+// Until then those users are administrators all the same (the service
+// reads CLUSTER_ADMIN_SUBJECTS on every call); only the count of
+// administrators that keeps the last one from being demoted waits for it.
+func promoteDeclaredAdmins(ctx context.Context, users *server.Server, log *slog.Logger) {
+	const retry = 5 * time.Second
+	for {
+		n, err := users.PromoteDeclaredAdmins(ctx)
+		if err == nil {
+			if n > 0 {
+				log.Info("declared cluster administrators promoted", "users", n)
+			}
+			return
+		}
+		log.Warn("promoting declared cluster administrators; trying again", "error", err, "in", retry.String())
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(retry):
+		}
+	}
 }
 
 // listen listens on addr, the value of variable, which the error names.

@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -45,6 +47,13 @@ type Config struct {
 	DBReadsInFlight int
 	// TLS is the gRPC listener's TLS; the zero value is plaintext.
 	TLS TLS
+	// ClusterAdminSubjects are the OIDC subjects that are cluster
+	// administrators whatever the database says.
+	ClusterAdminSubjects []string
+	// IdentityAssertingClients are the client-certificate SANs (DNS or
+	// URI) that may name the caller in x-identity-id. Set only under
+	// mutual TLS.
+	IdentityAssertingClients []string
 	// Tracing is on when an OTLP endpoint is configured; the exporter
 	// reads the rest of the standard OTEL_* variables itself.
 	Tracing bool
@@ -169,6 +178,23 @@ func Load(getenv func(string) string) (Config, error) {
 		}
 	}
 
+	subjects, err := list("CLUSTER_ADMIN_SUBJECTS", getenv("CLUSTER_ADMIN_SUBJECTS"))
+	if err != nil {
+		return Config{}, err
+	}
+	for _, s := range subjects {
+		if n := utf8.RuneCountInString(s); n > 255 {
+			return Config{}, Errorf("CLUSTER_ADMIN_SUBJECTS", "a subject is %d characters long; OpenID Connect subjects have at most 255", n)
+		}
+	}
+	cfg.ClusterAdminSubjects = subjects
+	if cfg.IdentityAssertingClients, err = list("IDENTITY_ASSERTING_CLIENTS", getenv("IDENTITY_ASSERTING_CLIENTS")); err != nil {
+		return Config{}, err
+	}
+	if len(cfg.IdentityAssertingClients) > 0 && cfg.TLS.ClientCAFile == "" {
+		return Config{}, Errorf("IDENTITY_ASSERTING_CLIENTS", "needs mutual TLS (GRPC_TLS_CLIENT_CA_FILE): without client certificates the service cannot tell its clients apart")
+	}
+
 	switch t := cfg.TLS; {
 	case (t.CertFile == "") != (t.KeyFile == ""):
 		return Config{}, Errorf("GRPC_TLS_CERT_FILE", "and GRPC_TLS_KEY_FILE must be set together")
@@ -176,4 +202,21 @@ func Load(getenv func(string) string) (Config, error) {
 		return Config{}, Errorf("GRPC_TLS_CLIENT_CA_FILE", "needs GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE: mutual TLS is TLS first")
 	}
 	return cfg, nil
+}
+
+// list splits a comma-separated value, trimming spaces around each entry;
+// an empty entry ("a,,b", or a trailing comma) is an error, as it is most
+// likely a typo.
+func list(variable, value string) ([]string, error) {
+	if strings.TrimSpace(value) == "" {
+		return nil, nil
+	}
+	parts := strings.Split(value, ",")
+	for i, p := range parts {
+		parts[i] = strings.TrimSpace(p)
+		if parts[i] == "" {
+			return nil, Errorf(variable, "entry %d of the comma-separated list is empty", i+1)
+		}
+	}
+	return parts, nil
 }

@@ -81,11 +81,7 @@ const primaryKey = "users_pkey"
 // taken: the primary key, not the OIDC subject (ResolveOrCreateUser settles
 // that one itself). With local UUIDv7 ids this does not happen; with ids
 // from a remote allocator a retry, which allocates again, may succeed.
-func IsDuplicateID(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) &&
-		pgErr.Code == pgerrcode.UniqueViolation && pgErr.ConstraintName == primaryKey
-}
+func IsDuplicateID(err error) bool { return isUniqueViolation(err, primaryKey) }
 
 // IsConstraintViolation reports whether the database refused a value that
 // the API's validation should already have refused: a CHECK constraint, an
@@ -103,4 +99,24 @@ func IsConstraintViolation(err error) bool {
 		return true
 	}
 	return false
+}
+
+// Unique constraints a caller can run into (see sql/migrations).
+const (
+	usernameKey = "users_username_key"
+	subjectKey  = "users_oidc_subject_key"
+)
+
+// IsUsernameTaken reports whether a write lost because another user has
+// the username.
+func IsUsernameTaken(err error) bool { return isUniqueViolation(err, usernameKey) }
+
+// IsSubjectTaken reports whether an insert lost because a user has the
+// OIDC subject already.
+func IsSubjectTaken(err error) bool { return isUniqueViolation(err, subjectKey) }
+
+func isUniqueViolation(err error, constraint string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) &&
+		pgErr.Code == pgerrcode.UniqueViolation && pgErr.ConstraintName == constraint
 }

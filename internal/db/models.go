@@ -11,11 +11,15 @@ import (
 )
 
 type User struct {
-	IdentityID  uuid.UUID
-	OidcSubject string
-	Name        string
-	Email       string
-	PhotoUrl    string
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
+	IdentityID    uuid.UUID
+	OidcSubject   string
+	Name          string
+	Email         string
+	PhotoUrl      string
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+	Nickname      string
+	Username      string
+	EmailVerified bool
+	ClusterRole   *string
 }

@@ -13,7 +13,7 @@ import (
 )
 
 const batchGetUsers = `-- name: BatchGetUsers :many
-SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at
+SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
 FROM users
 WHERE identity_id = ANY($1::uuid[])
 `
@@ -42,6 +42,10 @@ func (q *Queries) BatchGetUsers(ctx context.Context, identityIds []uuid.UUID) ([
 			&i.PhotoUrl,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.Nickname,
+			&i.Username,
+			&i.EmailVerified,
+			&i.ClusterRole,
 		); err != nil {
 			return nil, err
 		}
@@ -54,7 +58,7 @@ func (q *Queries) BatchGetUsers(ctx context.Context, identityIds []uuid.UUID) ([
 }
 
 const checkSchema = `-- name: CheckSchema :exec
-SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at
+SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
 FROM users
 LIMIT 0
 `
@@ -68,8 +72,105 @@ func (q *Queries) CheckSchema(ctx context.Context) error {
 	return err
 }
 
+const createUser = `-- name: CreateUser :one
+INSERT INTO users (identity_id, oidc_subject, name, nickname, photo_url, cluster_role, username)
+VALUES (
+    $1, $2, $3, $4, $5, $6,
+    COALESCE($7::text, users_free_username(users_username_base(NULL, NULL, $3, $2)))
+)
+RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
+`
+
+type CreateUserParams struct {
+	IdentityID  uuid.UUID
+	OidcSubject string
+	Name        string
+	Nickname    string
+	PhotoUrl    string
+	ClusterRole *string
+	Username    *string
+}
+
+// An administrator's pre-provisioning of a user before their first login,
+// which then finds this row and keeps it as it is. With no username
+// given, one is derived from the name, else the subject, as at a login.
+// A taken subject or username fails on its unique index.
+func (q *Queries) CreateUser(ctx context.Context, arg CreateUserParams) (User, error) {
+	row := q.db.QueryRow(ctx, createUser,
+		arg.IdentityID,
+		arg.OidcSubject,
+		arg.Name,
+		arg.Nickname,
+		arg.PhotoUrl,
+		arg.ClusterRole,
+		arg.Username,
+	)
+	var i User
+	err := row.Scan(
+		&i.IdentityID,
+		&i.OidcSubject,
+		&i.Name,
+		&i.Email,
+		&i.PhotoUrl,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.Nickname,
+		&i.Username,
+		&i.EmailVerified,
+		&i.ClusterRole,
+	)
+	return i, err
+}
+
+const deleteUser = `-- name: DeleteUser :one
+WITH target AS (
+    SELECT identity_id, oidc_subject, cluster_role
+    FROM users
+    WHERE users.identity_id = $1
+), admins AS (
+    SELECT identity_id
+    FROM users
+    WHERE cluster_role = 'admin' AND EXISTS (SELECT 1 FROM target WHERE target.cluster_role = 'admin')
+    ORDER BY identity_id
+    FOR UPDATE
+), refusal AS (
+    SELECT CASE
+        WHEN t.oidc_subject = ANY($2::text[]) THEN 'declared_admin'
+        WHEN t.cluster_role = 'admin' AND NOT EXISTS (SELECT 1 FROM admins a WHERE a.identity_id <> t.identity_id) THEN 'last_admin'
+    END AS reason
+    FROM target t
+), deleted AS (
+    DELETE FROM users
+    WHERE users.identity_id = $1
+      AND NOT EXISTS (SELECT 1 FROM refusal WHERE reason IS NOT NULL)
+    RETURNING identity_id
+)
+SELECT EXISTS (SELECT 1 FROM deleted) AS deleted, COALESCE((SELECT reason FROM refusal), '')::text AS refusal
+`
+
+type DeleteUserParams struct {
+	IdentityID     uuid.UUID
+	DeclaredAdmins []string
+}
+
+type DeleteUserRow struct {
+	Deleted bool
+	Refusal string
+}
+
+// Deletes a user, freeing the username and the subject (a later login of
+// the subject creates a new user). Refused, as by UpdateUserProfile and
+// for the same reasons, for a declared administrator or the last one.
+// deleted is false and refusal empty when there is no such user.
+func (q *Queries) DeleteUser(ctx context.Context, arg DeleteUserParams) (DeleteUserRow, error) {
+	row := q.db.QueryRow(ctx, deleteUser, arg.IdentityID, arg.DeclaredAdmins)
+	var i DeleteUserRow
+	err := row.Scan(&i.Deleted, &i.Refusal)
+	return i, err
+}
+
 const getUser = `-- name: GetUser :one
-SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at
+SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
 FROM users
 WHERE identity_id = $1
 `
@@ -85,12 +186,16 @@ func (q *Queries) GetUser(ctx context.Context, identityID uuid.UUID) (User, erro
 		&i.PhotoUrl,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Nickname,
+		&i.Username,
+		&i.EmailVerified,
+		&i.ClusterRole,
 	)
 	return i, err
 }
 
 const getUserByOIDCSubject = `-- name: GetUserByOIDCSubject :one
-SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at
+SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
 FROM users
 WHERE oidc_subject = $1
 `
@@ -106,12 +211,16 @@ func (q *Queries) GetUserByOIDCSubject(ctx context.Context, oidcSubject string) 
 		&i.PhotoUrl,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Nickname,
+		&i.Username,
+		&i.EmailVerified,
+		&i.ClusterRole,
 	)
 	return i, err
 }
 
 const getUsersByOIDCSubjects = `-- name: GetUsersByOIDCSubjects :many
-SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at
+SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
 FROM users
 WHERE oidc_subject = ANY($1::text[])
 `
@@ -138,6 +247,10 @@ func (q *Queries) GetUsersByOIDCSubjects(ctx context.Context, oidcSubjects []str
 			&i.PhotoUrl,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.Nickname,
+			&i.Username,
+			&i.EmailVerified,
+			&i.ClusterRole,
 		); err != nil {
 			return nil, err
 		}
@@ -149,42 +262,117 @@ func (q *Queries) GetUsersByOIDCSubjects(ctx context.Context, oidcSubjects []str
 	return items, nil
 }
 
+const listUsers = `-- name: ListUsers :many
+SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
+FROM users
+WHERE identity_id > $1
+ORDER BY identity_id
+LIMIT $2
+`
+
+type ListUsersParams struct {
+	After uuid.UUID
+	Max   int32
+}
+
+// A page of users in identity id order, after the last id of the previous
+// page (the nil UUID for the first): a range scan of the primary key,
+// however deep the page. The service asks for one row more than the page
+// holds, to know whether another page follows.
+func (q *Queries) ListUsers(ctx context.Context, arg ListUsersParams) ([]User, error) {
+	rows, err := q.db.Query(ctx, listUsers, arg.After, arg.Max)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []User
+	for rows.Next() {
+		var i User
+		if err := rows.Scan(
+			&i.IdentityID,
+			&i.OidcSubject,
+			&i.Name,
+			&i.Email,
+			&i.PhotoUrl,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.Nickname,
+			&i.Username,
+			&i.EmailVerified,
+			&i.ClusterRole,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const promoteDeclaredAdmins = `-- name: PromoteDeclaredAdmins :execrows
+UPDATE users
+SET cluster_role = 'admin',
+    updated_at   = GREATEST(now(), updated_at + interval '1 microsecond')
+WHERE oidc_subject = ANY($1::text[])
+  AND cluster_role IS DISTINCT FROM 'admin'
+`
+
+// At start-up: the users of CLUSTER_ADMIN_SUBJECTS who exist already
+// become administrators (those who do not, at their first login).
+func (q *Queries) PromoteDeclaredAdmins(ctx context.Context, subjects []string) (int64, error) {
+	result, err := q.db.Exec(ctx, promoteDeclaredAdmins, subjects)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const resolveOrCreateUser = `-- name: ResolveOrCreateUser :one
 WITH existing AS (
-    SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at
+    SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
     FROM users
     WHERE users.oidc_subject = $1
 ), inserted AS (
-    INSERT INTO users (identity_id, oidc_subject, name, email, photo_url)
-    SELECT $2, $1, $3, $4, $5
+    INSERT INTO users (identity_id, oidc_subject, name, email, photo_url, email_verified, cluster_role, username)
+    SELECT $2, $1, $3, $4, $5, $6, $7,
+           users_free_username(users_username_base($8, $4, $3, $1))
     WHERE NOT EXISTS (SELECT 1 FROM existing)
-    ON CONFLICT (oidc_subject) DO NOTHING
-    RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at
+    ON CONFLICT DO NOTHING
+    RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
 )
-SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, false AS created
+SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role, false AS created
 FROM existing
 UNION ALL
-SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, true AS created
+SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role, true AS created
 FROM inserted
 `
 
 type ResolveOrCreateUserParams struct {
-	OidcSubject string
-	IdentityID  uuid.UUID
-	Name        string
-	Email       string
-	PhotoUrl    string
+	OidcSubject       string
+	IdentityID        uuid.UUID
+	Name              string
+	Email             string
+	PhotoUrl          string
+	EmailVerified     bool
+	ClusterRole       *string
+	PreferredUsername *string
 }
 
 type ResolveOrCreateUserRow struct {
-	IdentityID  uuid.UUID
-	OidcSubject string
-	Name        string
-	Email       string
-	PhotoUrl    string
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
-	Created     bool
+	IdentityID    uuid.UUID
+	OidcSubject   string
+	Name          string
+	Email         string
+	PhotoUrl      string
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+	Nickname      string
+	Username      string
+	EmailVerified bool
+	ClusterRole   *string
+	Created       bool
 }
 
 // Login path: one round trip for both a new and a returning subject.
@@ -195,14 +383,18 @@ type ResolveOrCreateUserRow struct {
 // login. An INSERT ... ON CONFLICT alone would have PostgreSQL attempt
 // the insert of a known subject at every login, for about 1.6 times the
 // database CPU.
-// A new subject is inserted (created = true), and the INSERT still
-// arbitrates on the unique oidc_subject. Under a concurrent first login
-// of the same subject, existing reads the statement's snapshot, taken
-// before the winner committed, and finds nothing, and the INSERT waits
-// for the winner. If the winner commits, the INSERT does nothing, so the
-// statement returns no row, and the caller then reads the winner's row
-// with GetUserByOIDCSubject; if it rolls back, the INSERT goes ahead
-// (created = true).
+// A new subject is inserted (created = true) with a username derived
+// from its claims (see users_free_username in sql/migrations), and the
+// INSERT still arbitrates on the unique oidc_subject and username. Under
+// a concurrent first login of the same subject, existing reads the
+// statement's snapshot, taken before the winner committed, and finds
+// nothing, and the INSERT waits for the winner. If the winner commits,
+// the INSERT does nothing, so the statement returns no row, and the
+// caller then reads the winner's row with GetUserByOIDCSubject; if it
+// rolls back, the INSERT goes ahead (created = true). Two new subjects
+// that picked the same free username at once end the same way for the
+// loser: no row, and no user under its subject either, so the caller
+// runs the statement again, which now sees the winner's username taken.
 func (q *Queries) ResolveOrCreateUser(ctx context.Context, arg ResolveOrCreateUserParams) (ResolveOrCreateUserRow, error) {
 	row := q.db.QueryRow(ctx, resolveOrCreateUser,
 		arg.OidcSubject,
@@ -210,6 +402,9 @@ func (q *Queries) ResolveOrCreateUser(ctx context.Context, arg ResolveOrCreateUs
 		arg.Name,
 		arg.Email,
 		arg.PhotoUrl,
+		arg.EmailVerified,
+		arg.ClusterRole,
+		arg.PreferredUsername,
 	)
 	var i ResolveOrCreateUserRow
 	err := row.Scan(
@@ -220,39 +415,158 @@ func (q *Queries) ResolveOrCreateUser(ctx context.Context, arg ResolveOrCreateUs
 		&i.PhotoUrl,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Nickname,
+		&i.Username,
+		&i.EmailVerified,
+		&i.ClusterRole,
 		&i.Created,
 	)
 	return i, err
 }
 
-const updateUser = `-- name: UpdateUser :one
-UPDATE users
-SET name       = COALESCE($1, name),
-    email      = COALESCE($2, email),
-    photo_url  = COALESCE($3, photo_url),
-    updated_at = GREATEST(now(), updated_at + interval '1 microsecond')
-WHERE identity_id = $4
-RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at
+const searchUsers = `-- name: SearchUsers :many
+SELECT identity_id, username, name, photo_url
+FROM users
+WHERE username >= $1::text AND username < $1::text || '~'
+ORDER BY username
+LIMIT $2
 `
 
-type UpdateUserParams struct {
-	Name       *string
-	Email      *string
-	PhotoUrl   *string
-	IdentityID uuid.UUID
+type SearchUsersParams struct {
+	Prefix string
+	Max    int32
 }
 
-// Partial update: a NULL argument keeps the stored value; any other value,
-// the empty string included, replaces it. updated_at moves forward even if
-// the server's clock has stepped back since the last write.
-func (q *Queries) UpdateUser(ctx context.Context, arg UpdateUserParams) (User, error) {
-	row := q.db.QueryRow(ctx, updateUser,
+type SearchUsersRow struct {
+	IdentityID uuid.UUID
+	Username   string
+	Name       string
+	PhotoUrl   string
+}
+
+// The directory: usernames that start with prefix, in byte order, which
+// puts the exact match, if any, first. prefix holds only [a-z0-9_-] (the
+// service checks), all below "~" in byte order, so every username with
+// the prefix lies in [prefix, prefix || '~'): one range scan of the
+// username index (COLLATE "C"), stopping after max rows.
+func (q *Queries) SearchUsers(ctx context.Context, arg SearchUsersParams) ([]SearchUsersRow, error) {
+	rows, err := q.db.Query(ctx, searchUsers, arg.Prefix, arg.Max)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []SearchUsersRow
+	for rows.Next() {
+		var i SearchUsersRow
+		if err := rows.Scan(
+			&i.IdentityID,
+			&i.Username,
+			&i.Name,
+			&i.PhotoUrl,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const updateUserProfile = `-- name: UpdateUserProfile :one
+WITH target AS (
+    SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
+    FROM users
+    WHERE users.identity_id = $1
+), admins AS (
+    SELECT identity_id
+    FROM users
+    WHERE cluster_role = 'admin' AND $2::text = ''
+    ORDER BY identity_id
+    FOR UPDATE
+), refusal AS (
+    SELECT CASE
+        WHEN t.oidc_subject = ANY($3::text[]) THEN 'declared_admin'
+        WHEN t.cluster_role = 'admin' AND NOT EXISTS (SELECT 1 FROM admins a WHERE a.identity_id <> t.identity_id) THEN 'last_admin'
+    END AS reason
+    FROM target t
+    WHERE $2::text = ''
+), updated AS (
+    UPDATE users
+    SET name         = COALESCE($4, name),
+        email        = COALESCE($5, email),
+        photo_url    = COALESCE($6, photo_url),
+        nickname     = COALESCE($7, nickname),
+        username     = COALESCE($8, username),
+        cluster_role = CASE
+            WHEN $2::text IS NULL THEN users.cluster_role
+            ELSE NULLIF($2::text, '')
+        END,
+        updated_at   = GREATEST(now(), updated_at + interval '1 microsecond')
+    WHERE users.identity_id = $1
+      AND NOT EXISTS (SELECT 1 FROM refusal WHERE reason IS NOT NULL)
+    RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
+)
+SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role, ''::text AS refusal
+FROM updated
+UNION ALL
+SELECT t.identity_id, t.oidc_subject, t.name, t.email, t.photo_url, t.created_at, t.updated_at, t.nickname, t.username, t.email_verified, t.cluster_role, r.reason
+FROM target t, refusal r
+WHERE r.reason IS NOT NULL
+`
+
+type UpdateUserProfileParams struct {
+	IdentityID     uuid.UUID
+	ClusterRole    *string
+	DeclaredAdmins []string
+	Name           *string
+	Email          *string
+	PhotoUrl       *string
+	Nickname       *string
+	Username       *string
+}
+
+type UpdateUserProfileRow struct {
+	IdentityID    uuid.UUID
+	OidcSubject   string
+	Name          string
+	Email         string
+	PhotoUrl      string
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+	Nickname      string
+	Username      string
+	EmailVerified bool
+	ClusterRole   *string
+	Refusal       string
+}
+
+// UpdateUser and UpdateMe, in one statement whatever they change. A NULL
+// argument keeps the stored value; any other value, the empty string
+// included, replaces it. cluster_role: NULL keeps the role, 'admin'
+// grants it, ” takes it away. updated_at moves forward even if the
+// server's clock has stepped back since the last write.
+// Taking the role from an administrator is refused (the row is left as
+// it is, and refusal says why) when the subject is one of
+// declared_admins (CLUSTER_ADMIN_SUBJECTS), or when no other
+// administrator would be left. To count the others without a race, the
+// statement locks every administrator's row first, in id order: of two
+// concurrent demotions of the last two administrators, the second waits
+// for the first, then sees it gone, and is refused. Any other update
+// locks only its own row: admins is read only when revoking.
+func (q *Queries) UpdateUserProfile(ctx context.Context, arg UpdateUserProfileParams) (UpdateUserProfileRow, error) {
+	row := q.db.QueryRow(ctx, updateUserProfile,
+		arg.IdentityID,
+		arg.ClusterRole,
+		arg.DeclaredAdmins,
 		arg.Name,
 		arg.Email,
 		arg.PhotoUrl,
-		arg.IdentityID,
+		arg.Nickname,
+		arg.Username,
 	)
-	var i User
+	var i UpdateUserProfileRow
 	err := row.Scan(
 		&i.IdentityID,
 		&i.OidcSubject,
@@ -261,6 +575,11 @@ func (q *Queries) UpdateUser(ctx context.Context, arg UpdateUserParams) (User, e
 		&i.PhotoUrl,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Nickname,
+		&i.Username,
+		&i.EmailVerified,
+		&i.ClusterRole,
+		&i.Refusal,
 	)
 	return i, err
 }

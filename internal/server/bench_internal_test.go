@@ -109,10 +109,10 @@ func BenchmarkConvert(b *testing.B) {
 			sinkUsers = usersToProto(rows)
 		}
 	})
-	b.Run("resolvedToProto", func(b *testing.B) {
+	b.Run("userToProto(resolvedUser)", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			sinkUser = resolvedToProto(resolved)
+			sinkUser = userToProto(resolvedUser(resolved))
 		}
 	})
 }

@@ -20,6 +20,8 @@ func userToProto(u db.User) *usersv1.User {
 		Name:        u.Name,
 		Email:       u.Email,
 		PhotoUrl:    u.PhotoUrl,
+		Nickname:    u.Nickname,
+		Username:    u.Username,
 	}
 }
 
@@ -54,18 +56,40 @@ func inRequestOrder(ids []uuid.UUID, rows []db.User) []db.User {
 	return out
 }
 
-// resolvedToProto converts the upsert's row, which carries the user's
-// columns plus its created flag.
-func resolvedToProto(r db.ResolveOrCreateUserRow) *usersv1.User {
-	return userToProto(db.User{
-		IdentityID:  r.IdentityID,
-		OidcSubject: r.OidcSubject,
-		Name:        r.Name,
-		Email:       r.Email,
-		PhotoUrl:    r.PhotoUrl,
-		CreatedAt:   r.CreatedAt,
-		UpdatedAt:   r.UpdatedAt,
-	})
+// resolvedUser is the user of the login statement's row, which carries
+// the user's columns plus its created flag.
+func resolvedUser(r db.ResolveOrCreateUserRow) db.User {
+	return db.User{
+		IdentityID:    r.IdentityID,
+		OidcSubject:   r.OidcSubject,
+		Name:          r.Name,
+		Email:         r.Email,
+		PhotoUrl:      r.PhotoUrl,
+		CreatedAt:     r.CreatedAt,
+		UpdatedAt:     r.UpdatedAt,
+		Nickname:      r.Nickname,
+		Username:      r.Username,
+		EmailVerified: r.EmailVerified,
+		ClusterRole:   r.ClusterRole,
+	}
+}
+
+// updatedUser is the user of UpdateUserProfile's row, which carries the
+// user's columns plus a refusal.
+func updatedUser(r db.UpdateUserProfileRow) db.User {
+	return db.User{
+		IdentityID:    r.IdentityID,
+		OidcSubject:   r.OidcSubject,
+		Name:          r.Name,
+		Email:         r.Email,
+		PhotoUrl:      r.PhotoUrl,
+		CreatedAt:     r.CreatedAt,
+		UpdatedAt:     r.UpdatedAt,
+		Nickname:      r.Nickname,
+		Username:      r.Username,
+		EmailVerified: r.EmailVerified,
+		ClusterRole:   r.ClusterRole,
+	}
 }
 
 // knownLogins are the logins of users found by subject: what
@@ -74,15 +98,33 @@ func knownLogins(users []db.User) []db.ResolveOrCreateUserRow {
 	rows := make([]db.ResolveOrCreateUserRow, len(users))
 	for i, u := range users {
 		rows[i] = db.ResolveOrCreateUserRow{
-			IdentityID:  u.IdentityID,
-			OidcSubject: u.OidcSubject,
-			Name:        u.Name,
-			Email:       u.Email,
-			PhotoUrl:    u.PhotoUrl,
-			CreatedAt:   u.CreatedAt,
-			UpdatedAt:   u.UpdatedAt,
-			Created:     false,
+			IdentityID:    u.IdentityID,
+			OidcSubject:   u.OidcSubject,
+			Name:          u.Name,
+			Email:         u.Email,
+			PhotoUrl:      u.PhotoUrl,
+			CreatedAt:     u.CreatedAt,
+			UpdatedAt:     u.UpdatedAt,
+			Nickname:      u.Nickname,
+			Username:      u.Username,
+			EmailVerified: u.EmailVerified,
+			ClusterRole:   u.ClusterRole,
+			Created:       false,
 		}
 	}
 	return rows
+}
+
+// directoryEntries are SearchUsers' rows as the API's entries.
+func directoryEntries(rows []db.SearchUsersRow) []*usersv1.UserDirectoryEntry {
+	out := make([]*usersv1.UserDirectoryEntry, len(rows))
+	for i, r := range rows {
+		out[i] = &usersv1.UserDirectoryEntry{
+			IdentityId: r.IdentityID.String(),
+			Username:   r.Username,
+			Name:       r.Name,
+			PhotoUrl:   r.PhotoUrl,
+		}
+	}
+	return out
 }

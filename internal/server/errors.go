@@ -32,6 +32,10 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 	case db.IsConflict(err):
 		s.log.WarnContext(ctx, "lost to a concurrent statement", "method", method, "error", err)
 		return status.Error(codes.Aborted, "conflict with a concurrent request; retry")
+	case db.IsUsernameTaken(err):
+		return status.Error(codes.AlreadyExists, "username is taken by another user")
+	case db.IsSubjectTaken(err):
+		return status.Error(codes.AlreadyExists, "a user with this oidc_subject exists already")
 	case db.IsDuplicateID(err):
 		// The id allocator handed out an id that is taken: a retry
 		// allocates another. Logged at error level, as an allocator that

@@ -75,6 +75,7 @@ type options struct {
 	maxConcurrentStreams  uint32
 	maxConnectionAge      time.Duration
 	maxConnectionAgeGrace time.Duration
+	asserters             *trustedAsserters
 }
 
 // WithMetrics records per-method counters and latency histograms.
@@ -107,6 +108,15 @@ func WithMaxConcurrentStreams(n uint32) Option {
 // use a short age to see it hold).
 func WithMaxConnectionAge(age, grace time.Duration) Option {
 	return func(o *options) { o.maxConnectionAge, o.maxConnectionAgeGrace = age, grace }
+}
+
+// WithIdentityAssertingClients says that clients authenticate with mutual
+// TLS, and that only those whose certificate has one of names as a DNS or
+// URI SAN may name the caller in x-identity-id: from any other client a
+// call that carries it is PERMISSION_DENIED. Without this option the
+// header is taken from any client.
+func WithIdentityAssertingClients(names []string) Option {
+	return func(o *options) { o.asserters = newTrustedAsserters(names) }
 }
 
 // NewGRPCServer returns the gRPC server the binary runs, with s as
@@ -155,6 +165,10 @@ func NewGRPCServer(s *Server, log *slog.Logger, opts ...Option) (*grpc.Server, *
 		rejectInvalidStreamRequests,
 		healthSrv.endStreamsOnDrain,
 	)
+	if o.asserters != nil {
+		unary = append(unary, o.asserters.unary)
+		stream = append(stream, o.asserters.stream)
+	}
 	connParams := keepaliveParams
 	connParams.MaxConnectionAge = o.maxConnectionAge
 	connParams.MaxConnectionAgeGrace = o.maxConnectionAgeGrace

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
@@ -167,4 +168,31 @@ func dialHTTP2(t *testing.T, addr string) *http2.Framer {
 		t.Fatal(err)
 	}
 	return fr
+}
+
+// asCaller is ctx with the caller named in x-identity-id, as the
+// platform's gateway sends it.
+func asCaller(ctx context.Context, identityID string) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, server.IdentityHeader, identityID)
+}
+
+// newEnvWithAdmins serves with subjects declared cluster administrators
+// (CLUSTER_ADMIN_SUBJECTS), on the test's own database.
+func newEnvWithAdmins(t *testing.T, subjects ...string) *env {
+	t.Helper()
+	conn := testdb.New(t)
+	return newEnvFor(t, conn, func(log *slog.Logger) *server.Server {
+		return server.New(conn, identity.Local{}, log, server.WithDeclaredAdmins(subjects))
+	})
+}
+
+// admin logs in a declared administrator (see newEnvWithAdmins) and returns
+// a context that calls as it.
+func (e *env) admin(t *testing.T, subject string) context.Context {
+	t.Helper()
+	resp, err := e.client.ResolveOrCreateUser(t.Context(), &usersv1.ResolveOrCreateUserRequest{OidcSubject: subject})
+	if err != nil {
+		t.Fatalf("ResolveOrCreateUser(%q): %v", subject, err)
+	}
+	return asCaller(t.Context(), resp.GetUser().GetMeta().GetId())
 }

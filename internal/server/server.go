@@ -1,7 +1,9 @@
 // Package server implements agynio.api.users.v1.UsersService: each handler
 // validates the request, calls one generated query, and converts the row or
 // the error. Everything the service does to the database is in
-// sql/queries/users.sql.
+// sql/queries/users.sql. This file has the five RPCs of the first v1;
+// me.go, directory.go and provisioning.go the later ones; caller.go who
+// the caller is and what it may do.
 package server
 
 import (
@@ -9,6 +11,9 @@ import (
 	"log/slog"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/agynio/users/internal/coalesce"
 	"github.com/agynio/users/internal/db"
@@ -23,6 +28,14 @@ type Server struct {
 	queries *db.Queries
 	ids     identity.Allocator
 	log     *slog.Logger
+
+	// The subjects of CLUSTER_ADMIN_SUBJECTS, as a set (roleOf) and as a
+	// list (the queries that refuse to demote or delete them).
+	declared     map[string]bool
+	declaredList []string
+	// droppedClaims counts the optional login claims dropped; nil counts
+	// nothing.
+	droppedClaims *prometheus.CounterVec
 
 	// The point reads and logins, coalesced under load: GetUser,
 	// GetUserByOIDCSubject and ResolveOrCreateUser go through these, not
@@ -43,7 +56,23 @@ const DefaultReadsInFlight = 2
 type HandlerOption func(*handlerOptions)
 
 type handlerOptions struct {
-	readsInFlight int
+	readsInFlight  int
+	declaredAdmins []string
+	droppedClaims  *prometheus.CounterVec
+}
+
+// WithDeclaredAdmins names the OIDC subjects that are cluster
+// administrators whatever the database says (CLUSTER_ADMIN_SUBJECTS): from
+// their first login, and from PromoteDeclaredAdmins if they exist. The
+// API neither demotes nor deletes them.
+func WithDeclaredAdmins(subjects []string) HandlerOption {
+	return func(o *handlerOptions) { o.declaredAdmins = subjects }
+}
+
+// WithDroppedClaimsCounter counts the optional login claims dropped, in a
+// counter labelled claim.
+func WithDroppedClaimsCounter(c *prometheus.CounterVec) HandlerOption {
+	return func(o *handlerOptions) { o.droppedClaims = c }
 }
 
 // WithReadsInFlight replaces DefaultReadsInFlight; n < 1 counts as 1.
@@ -60,10 +89,17 @@ func New(conn db.DBTX, ids identity.Allocator, log *slog.Logger, opts ...Handler
 		opt(&o)
 	}
 	q := db.New(conn)
+	declared := make(map[string]bool, len(o.declaredAdmins))
+	for _, subject := range o.declaredAdmins {
+		declared[subject] = true
+	}
 	return &Server{
-		queries: q,
-		ids:     ids,
-		log:     log,
+		queries:       q,
+		ids:           ids,
+		log:           log,
+		declared:      declared,
+		declaredList:  append([]string{}, o.declaredAdmins...),
+		droppedClaims: o.droppedClaims,
 		byID: coalesce.New(coalesce.Config[uuid.UUID, uuid.UUID, db.User]{
 			One:        q.GetUser,
 			Many:       q.BatchGetUsers,
@@ -108,43 +144,65 @@ func New(conn db.DBTX, ids identity.Allocator, log *slog.Logger, opts ...Handler
 	}
 }
 
+// maxLoginAttempts bounds how often a first login runs its statement
+// again after another new user took the username it picked at the same
+// moment. Each attempt sees the usernames the ones before lost to, so a
+// burst of n new users with the same preferred username needs at most n.
+const maxLoginAttempts = 100
+
 // ResolveOrCreateUser returns the user with the request's OIDC subject,
-// creating it on first login with the request's profile claims.
+// creating it on first login with the request's profile claims. A
+// malformed optional claim is dropped, never refused (see loginClaims).
 func (s *Server) ResolveOrCreateUser(ctx context.Context, req *usersv1.ResolveOrCreateUserRequest) (*usersv1.ResolveOrCreateUserResponse, error) {
 	var v violations
 	v.oidcSubject("oidc_subject", req.GetOidcSubject())
-	v.name("name", req.GetName())
-	v.email("email", req.GetEmail())
-	v.photoURL("photo_url", req.GetPhotoUrl())
 	if err := v.err(); err != nil {
 		return nil, err
 	}
+	claims := sanitizeClaims(req)
+	s.countDropped(ctx, claims.dropped)
 
-	id, err := s.ids.NewIdentityID(ctx, req.GetOidcSubject())
-	if err != nil {
-		return nil, s.toStatus(ctx, err)
+	params := db.ResolveOrCreateUserParams{
+		OidcSubject:       req.GetOidcSubject(),
+		Name:              claims.name,
+		Email:             claims.email,
+		PhotoUrl:          claims.photoURL,
+		EmailVerified:     req.GetEmailVerified(),
+		PreferredUsername: claims.preferredUsername,
 	}
-	row, err := s.logins.Load(ctx, db.ResolveOrCreateUserParams{
-		IdentityID:  id,
-		OidcSubject: req.GetOidcSubject(),
-		Name:        req.GetName(),
-		Email:       req.GetEmail(),
-		PhotoUrl:    req.GetPhotoUrl(),
-	})
-	if db.IsNotFound(err) {
-		// A concurrent first login of the same subject won the insert after
-		// our statement's snapshot was taken (see the query's comment):
-		// read the winner's row.
-		user, err := s.queries.GetUserByOIDCSubject(ctx, req.GetOidcSubject())
+	if s.declared[req.GetOidcSubject()] {
+		params.ClusterRole = storedRole(usersv1.ClusterRole_CLUSTER_ROLE_ADMIN)
+	}
+	load := s.logins.Load
+	for attempt := 1; ; attempt++ {
+		id, err := s.ids.NewIdentityID(ctx, req.GetOidcSubject())
 		if err != nil {
 			return nil, s.toStatus(ctx, err)
 		}
-		return &usersv1.ResolveOrCreateUserResponse{User: userToProto(user), Created: false}, nil
+		params.IdentityID = id
+		row, err := load(ctx, params)
+		if err == nil {
+			return &usersv1.ResolveOrCreateUserResponse{User: userToProto(resolvedUser(row)), Created: row.Created}, nil
+		}
+		if !db.IsNotFound(err) {
+			return nil, s.toStatus(ctx, err)
+		}
+		// The insert lost to a concurrent one (see the query's comment):
+		// a first login of the same subject, whose row is now there to
+		// read, or of another subject that took the same username.
+		user, err := s.queries.GetUserByOIDCSubject(ctx, req.GetOidcSubject())
+		if err == nil {
+			return &usersv1.ResolveOrCreateUserResponse{User: userToProto(user), Created: false}, nil
+		}
+		if !db.IsNotFound(err) {
+			return nil, s.toStatus(ctx, err)
+		}
+		if attempt == maxLoginAttempts {
+			s.log.ErrorContext(ctx, "login found no free username", "attempts", attempt)
+			return nil, status.Error(codes.Aborted, "conflict with concurrent logins; retry")
+		}
+		load = s.queries.ResolveOrCreateUser // the retry is the caller's own
 	}
-	if err != nil {
-		return nil, s.toStatus(ctx, err)
-	}
-	return &usersv1.ResolveOrCreateUserResponse{User: resolvedToProto(row), Created: row.Created}, nil
 }
 
 // GetUser returns one user by identity id.
@@ -159,7 +217,7 @@ func (s *Server) GetUser(ctx context.Context, req *usersv1.GetUserRequest) (*use
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	return &usersv1.GetUserResponse{User: userToProto(user)}, nil
+	return &usersv1.GetUserResponse{User: userToProto(user), ClusterRole: s.roleOf(user)}, nil
 }
 
 // GetUserByOIDCSubject returns one user by OIDC subject.
@@ -195,15 +253,19 @@ func (s *Server) BatchGetUsers(ctx context.Context, req *usersv1.BatchGetUsersRe
 	return &usersv1.BatchGetUsersResponse{Users: usersToProto(inRequestOrder(ids, users))}, nil
 }
 
-// UpdateUser sets the profile fields present in the request.
+// UpdateUser sets the profile fields present in the request. Setting
+// cluster_role needs an administrator as the caller.
 func (s *Server) UpdateUser(ctx context.Context, req *usersv1.UpdateUserRequest) (*usersv1.UpdateUserResponse, error) {
 	var v violations
 	id := v.identityID("identity_id", req.GetIdentityId())
-	if req.Name == nil && req.Email == nil && req.PhotoUrl == nil {
-		const msg = "at least one of name, email, photo_url must be set"
+	if req.Name == nil && req.Email == nil && req.PhotoUrl == nil && req.Nickname == nil && req.ClusterRole == nil && req.Username == nil {
+		const msg = "at least one of name, email, photo_url, nickname, cluster_role, username must be set"
 		v.add("name", msg)
 		v.add("email", msg)
 		v.add("photo_url", msg)
+		v.add("nickname", msg)
+		v.add("cluster_role", msg)
+		v.add("username", msg)
 	}
 	if req.Name != nil {
 		v.name("name", req.GetName())
@@ -214,18 +276,67 @@ func (s *Server) UpdateUser(ctx context.Context, req *usersv1.UpdateUserRequest)
 	if req.PhotoUrl != nil {
 		v.photoURL("photo_url", req.GetPhotoUrl())
 	}
+	if req.Nickname != nil {
+		v.nickname("nickname", req.GetNickname())
+	}
+	if req.ClusterRole != nil {
+		v.clusterRole("cluster_role", req.GetClusterRole())
+	}
+	if req.Username != nil {
+		v.username("username", req.GetUsername())
+	}
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-
-	user, err := s.queries.UpdateUser(ctx, db.UpdateUserParams{
+	params := db.UpdateUserProfileParams{
 		IdentityID: id,
 		Name:       req.Name,
 		Email:      req.Email,
 		PhotoUrl:   req.PhotoUrl,
-	})
+		Nickname:   req.Nickname,
+		Username:   req.Username,
+	}
+	if req.ClusterRole != nil {
+		if err := s.requireAdmin(ctx); err != nil {
+			return nil, err
+		}
+		role := ""
+		if r := storedRole(req.GetClusterRole()); r != nil {
+			role = *r
+		}
+		params.ClusterRole = &role
+	}
+	user, err := s.updateProfile(ctx, params)
 	if err != nil {
-		return nil, s.toStatus(ctx, err)
+		return nil, err
 	}
 	return &usersv1.UpdateUserResponse{User: userToProto(user)}, nil
+}
+
+// updateProfile runs UpdateUserProfile and turns a refusal into its
+// status.
+func (s *Server) updateProfile(ctx context.Context, params db.UpdateUserProfileParams) (db.User, error) {
+	params.DeclaredAdmins = s.declaredList
+	row, err := s.queries.UpdateUserProfile(ctx, params)
+	if err != nil {
+		return db.User{}, s.toStatus(ctx, err)
+	}
+	if err := refused(row.Refusal, "demote"); err != nil {
+		return db.User{}, err
+	}
+	return updatedUser(row), nil
+}
+
+// refused is the status of a refusal that UpdateUserProfile or DeleteUser
+// returned ("" is none); action is what was refused.
+func refused(refusal, action string) error {
+	switch refusal {
+	case "":
+		return nil
+	case "declared_admin":
+		return status.Errorf(codes.FailedPrecondition, "cannot %s an administrator that CLUSTER_ADMIN_SUBJECTS declares", action)
+	case "last_admin":
+		return status.Errorf(codes.FailedPrecondition, "cannot %s the last cluster administrator", action)
+	}
+	return status.Error(codes.Internal, "internal error")
 }

@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
 )
 
 // Limits of the API. The migration mirrors them as CHECK constraints.
@@ -21,6 +23,16 @@ const (
 	maxEmail       = 254 // RFC 5321's path limit, less the angle brackets
 	maxPhotoURL    = 2048
 	maxBatchIDs    = 100
+	maxNickname    = 256
+	maxUsername    = 32
+)
+
+// Bounds of the directory and the listing.
+const (
+	defaultSearchLimit = 10
+	maxSearchLimit     = 20
+	defaultPageSize    = 50
+	maxPageSize        = 100
 )
 
 // maxEntries is the bound of each repeated request field, by full name.
@@ -32,8 +44,10 @@ var maxEntries = map[protoreflect.FullName]int{
 
 // maxViolations is how many field violations an answer names; the rest are
 // only counted. However bad a request, its answer and log line stay a few
-// hundred bytes: a batch of 21,000 bad ids once drew a 1.8 MB answer.
-const maxViolations = 5
+// hundred bytes: a batch of 21,000 bad ids once drew a 1.8 MB answer. Six
+// is the most one request needs named: UpdateUser with none of its six
+// fields set.
+const maxViolations = 6
 
 // violations collects field violations; err turns them into one
 // INVALID_ARGUMENT status carrying a google.rpc.BadRequest.
@@ -177,4 +191,68 @@ func (v *violations) identityIDs(field string, ss []string) []uuid.UUID {
 		}
 	}
 	return ids
+}
+
+// usernameChars reports whether s is a username: 1 to maxUsername
+// characters of [a-z0-9_-] (the CHECK users_username_format holds the
+// database to the same).
+func usernameChars(s string) bool {
+	if len(s) == 0 || len(s) > maxUsername {
+		return false
+	}
+	for i := range len(s) {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func (v *violations) username(field, s string) {
+	if !usernameChars(s) {
+		v.add(field, "must be 1 to %d characters of a-z, 0-9, _ and -", maxUsername)
+	}
+}
+
+func (v *violations) nickname(field, s string) {
+	v.text(field, s, maxNickname)
+}
+
+// clusterRole accepts the roles the API defines.
+func (v *violations) clusterRole(field string, r usersv1.ClusterRole) {
+	if _, ok := usersv1.ClusterRole_name[int32(r)]; !ok {
+		v.add(field, "must be CLUSTER_ROLE_UNSPECIFIED or CLUSTER_ROLE_ADMIN, got %d", int32(r))
+	}
+}
+
+// searchPrefix accepts what a username can start with.
+func (v *violations) searchPrefix(field, s string) {
+	if !usernameChars(s) {
+		v.add(field, "must be 1 to %d characters of a-z, 0-9, _ and -", maxUsername)
+	}
+}
+
+// searchLimit is limit, or its default for 0.
+func (v *violations) searchLimit(field string, n int32) int32 {
+	switch {
+	case n == 0:
+		return defaultSearchLimit
+	case n < 1 || n > maxSearchLimit:
+		v.add(field, "must be between 1 and %d (0 means %d), got %d", maxSearchLimit, defaultSearchLimit, n)
+	}
+	return n
+}
+
+// pageSize is n, its default for 0, and at most maxPageSize.
+func (v *violations) pageSize(field string, n int32) int32 {
+	switch {
+	case n == 0:
+		return defaultPageSize
+	case n < 0:
+		v.add(field, "must not be negative, got %d", n)
+	case n > maxPageSize:
+		return maxPageSize
+	}
+	return n
 }

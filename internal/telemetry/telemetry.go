@@ -30,6 +30,9 @@ type Metrics struct {
 	// RejectedCalls counts the calls that gRPC refused before the
 	// interceptors, and so GRPC, saw them (server.WithRejectedCounter).
 	RejectedCalls *prometheus.CounterVec
+	// DroppedClaims counts the optional login claims dropped
+	// (server.WithDroppedClaimsCounter).
+	DroppedClaims *prometheus.CounterVec
 }
 
 // NewMetrics registers the Go runtime and process collectors, a
@@ -55,13 +58,18 @@ func NewMetrics(pool *pgxpool.Pool) *Metrics {
 		Name: "users_grpc_rejected_total",
 		Help: "Calls that gRPC ended before the service saw them, by code: RESOURCE_EXHAUSTED for a request over the size limit, UNIMPLEMENTED for an unknown method (grpc_method=\"unknown\") or compression, CANCELED for a client that left first.",
 	}, []string{"grpc_service", "grpc_method", "grpc_code"})
+	droppedClaims := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "users_login_claims_dropped_total",
+		Help: "Optional claims of a login that were malformed or too long, and so stored empty (email, photo_url, preferred_username, a name holding NUL) or cut (name), by claim.",
+	}, []string{"claim"})
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo,
 		grpcMetrics,
 		rejected,
+		droppedClaims,
 		pgxpoolprometheus.NewCollector(pool, map[string]string{"pool": "service"}),
 	)
-	return &Metrics{Registry: reg, GRPC: grpcMetrics, RejectedCalls: rejected}
+	return &Metrics{Registry: reg, GRPC: grpcMetrics, RejectedCalls: rejected, DroppedClaims: droppedClaims}
 }

@@ -7,38 +7,43 @@
 -- login. An INSERT ... ON CONFLICT alone would have PostgreSQL attempt
 -- the insert of a known subject at every login, for about 1.6 times the
 -- database CPU.
--- A new subject is inserted (created = true), and the INSERT still
--- arbitrates on the unique oidc_subject. Under a concurrent first login
--- of the same subject, existing reads the statement's snapshot, taken
--- before the winner committed, and finds nothing, and the INSERT waits
--- for the winner. If the winner commits, the INSERT does nothing, so the
--- statement returns no row, and the caller then reads the winner's row
--- with GetUserByOIDCSubject; if it rolls back, the INSERT goes ahead
--- (created = true).
+-- A new subject is inserted (created = true) with a username derived
+-- from its claims (see users_free_username in sql/migrations), and the
+-- INSERT still arbitrates on the unique oidc_subject and username. Under
+-- a concurrent first login of the same subject, existing reads the
+-- statement's snapshot, taken before the winner committed, and finds
+-- nothing, and the INSERT waits for the winner. If the winner commits,
+-- the INSERT does nothing, so the statement returns no row, and the
+-- caller then reads the winner's row with GetUserByOIDCSubject; if it
+-- rolls back, the INSERT goes ahead (created = true). Two new subjects
+-- that picked the same free username at once end the same way for the
+-- loser: no row, and no user under its subject either, so the caller
+-- runs the statement again, which now sees the winner's username taken.
 WITH existing AS (
-    SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at
+    SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
     FROM users
     WHERE users.oidc_subject = @oidc_subject
 ), inserted AS (
-    INSERT INTO users (identity_id, oidc_subject, name, email, photo_url)
-    SELECT @identity_id, @oidc_subject, @name, @email, @photo_url
+    INSERT INTO users (identity_id, oidc_subject, name, email, photo_url, email_verified, cluster_role, username)
+    SELECT @identity_id, @oidc_subject, @name, @email, @photo_url, @email_verified, sqlc.narg(cluster_role),
+           users_free_username(users_username_base(sqlc.narg(preferred_username), @email, @name, @oidc_subject))
     WHERE NOT EXISTS (SELECT 1 FROM existing)
-    ON CONFLICT (oidc_subject) DO NOTHING
-    RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at
+    ON CONFLICT DO NOTHING
+    RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
 )
-SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, false AS created
+SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role, false AS created
 FROM existing
 UNION ALL
-SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, true AS created
+SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role, true AS created
 FROM inserted;
 
 -- name: GetUser :one
-SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at
+SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
 FROM users
 WHERE identity_id = @identity_id;
 
 -- name: GetUserByOIDCSubject :one
-SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at
+SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
 FROM users
 WHERE oidc_subject = @oidc_subject;
 
@@ -50,7 +55,7 @@ WHERE oidc_subject = @oidc_subject;
 -- statement's database CPU for 100 ids. Also what concurrent GetUser
 -- calls queued behind the running ones are read with, at once (see
 -- internal/coalesce).
-SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at
+SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
 FROM users
 WHERE identity_id = ANY(@identity_ids::uuid[]);
 
@@ -60,27 +65,142 @@ WHERE identity_id = ANY(@identity_ids::uuid[]);
 -- GetUserByOIDCSubject calls and logins queued behind the running ones
 -- with it, at once (see internal/coalesce); the unique index answers
 -- each subject.
-SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at
+SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
 FROM users
 WHERE oidc_subject = ANY(@oidc_subjects::text[]);
-
--- name: UpdateUser :one
--- Partial update: a NULL argument keeps the stored value; any other value,
--- the empty string included, replaces it. updated_at moves forward even if
--- the server's clock has stepped back since the last write.
-UPDATE users
-SET name       = COALESCE(sqlc.narg(name), name),
-    email      = COALESCE(sqlc.narg(email), email),
-    photo_url  = COALESCE(sqlc.narg(photo_url), photo_url),
-    updated_at = GREATEST(now(), updated_at + interval '1 microsecond')
-WHERE identity_id = @identity_id
-RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at;
 
 -- name: CheckSchema :exec
 -- Readiness, every 2 s on a connection of its own: reads no row, but
 -- PostgreSQL must resolve every column the queries above read, so it fails
 -- (undefined table or column) on a schema the service cannot serve, as it
 -- does when the database is unreachable.
-SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at
+SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
 FROM users
 LIMIT 0;
+
+-- name: UpdateUserProfile :one
+-- UpdateUser and UpdateMe, in one statement whatever they change. A NULL
+-- argument keeps the stored value; any other value, the empty string
+-- included, replaces it. cluster_role: NULL keeps the role, 'admin'
+-- grants it, '' takes it away. updated_at moves forward even if the
+-- server's clock has stepped back since the last write.
+-- Taking the role from an administrator is refused (the row is left as
+-- it is, and refusal says why) when the subject is one of
+-- declared_admins (CLUSTER_ADMIN_SUBJECTS), or when no other
+-- administrator would be left. To count the others without a race, the
+-- statement locks every administrator's row first, in id order: of two
+-- concurrent demotions of the last two administrators, the second waits
+-- for the first, then sees it gone, and is refused. Any other update
+-- locks only its own row: admins is read only when revoking.
+WITH target AS (
+    SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
+    FROM users
+    WHERE users.identity_id = @identity_id
+), admins AS (
+    SELECT identity_id
+    FROM users
+    WHERE cluster_role = 'admin' AND sqlc.narg(cluster_role)::text = ''
+    ORDER BY identity_id
+    FOR UPDATE
+), refusal AS (
+    SELECT CASE
+        WHEN t.oidc_subject = ANY(@declared_admins::text[]) THEN 'declared_admin'
+        WHEN t.cluster_role = 'admin' AND NOT EXISTS (SELECT 1 FROM admins a WHERE a.identity_id <> t.identity_id) THEN 'last_admin'
+    END AS reason
+    FROM target t
+    WHERE sqlc.narg(cluster_role)::text = ''
+), updated AS (
+    UPDATE users
+    SET name         = COALESCE(sqlc.narg(name), name),
+        email        = COALESCE(sqlc.narg(email), email),
+        photo_url    = COALESCE(sqlc.narg(photo_url), photo_url),
+        nickname     = COALESCE(sqlc.narg(nickname), nickname),
+        username     = COALESCE(sqlc.narg(username), username),
+        cluster_role = CASE
+            WHEN sqlc.narg(cluster_role)::text IS NULL THEN users.cluster_role
+            ELSE NULLIF(sqlc.narg(cluster_role)::text, '')
+        END,
+        updated_at   = GREATEST(now(), updated_at + interval '1 microsecond')
+    WHERE users.identity_id = @identity_id
+      AND NOT EXISTS (SELECT 1 FROM refusal WHERE reason IS NOT NULL)
+    RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
+)
+SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role, ''::text AS refusal
+FROM updated
+UNION ALL
+SELECT t.identity_id, t.oidc_subject, t.name, t.email, t.photo_url, t.created_at, t.updated_at, t.nickname, t.username, t.email_verified, t.cluster_role, r.reason
+FROM target t, refusal r
+WHERE r.reason IS NOT NULL;
+
+-- name: CreateUser :one
+-- An administrator's pre-provisioning of a user before their first login,
+-- which then finds this row and keeps it as it is. With no username
+-- given, one is derived from the name, else the subject, as at a login.
+-- A taken subject or username fails on its unique index.
+INSERT INTO users (identity_id, oidc_subject, name, nickname, photo_url, cluster_role, username)
+VALUES (
+    @identity_id, @oidc_subject, @name, @nickname, @photo_url, sqlc.narg(cluster_role),
+    COALESCE(sqlc.narg(username)::text, users_free_username(users_username_base(NULL, NULL, @name, @oidc_subject)))
+)
+RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role;
+
+-- name: DeleteUser :one
+-- Deletes a user, freeing the username and the subject (a later login of
+-- the subject creates a new user). Refused, as by UpdateUserProfile and
+-- for the same reasons, for a declared administrator or the last one.
+-- deleted is false and refusal empty when there is no such user.
+WITH target AS (
+    SELECT identity_id, oidc_subject, cluster_role
+    FROM users
+    WHERE users.identity_id = @identity_id
+), admins AS (
+    SELECT identity_id
+    FROM users
+    WHERE cluster_role = 'admin' AND EXISTS (SELECT 1 FROM target WHERE target.cluster_role = 'admin')
+    ORDER BY identity_id
+    FOR UPDATE
+), refusal AS (
+    SELECT CASE
+        WHEN t.oidc_subject = ANY(@declared_admins::text[]) THEN 'declared_admin'
+        WHEN t.cluster_role = 'admin' AND NOT EXISTS (SELECT 1 FROM admins a WHERE a.identity_id <> t.identity_id) THEN 'last_admin'
+    END AS reason
+    FROM target t
+), deleted AS (
+    DELETE FROM users
+    WHERE users.identity_id = @identity_id
+      AND NOT EXISTS (SELECT 1 FROM refusal WHERE reason IS NOT NULL)
+    RETURNING identity_id
+)
+SELECT EXISTS (SELECT 1 FROM deleted) AS deleted, COALESCE((SELECT reason FROM refusal), '')::text AS refusal;
+
+-- name: PromoteDeclaredAdmins :execrows
+-- At start-up: the users of CLUSTER_ADMIN_SUBJECTS who exist already
+-- become administrators (those who do not, at their first login).
+UPDATE users
+SET cluster_role = 'admin',
+    updated_at   = GREATEST(now(), updated_at + interval '1 microsecond')
+WHERE oidc_subject = ANY(@subjects::text[])
+  AND cluster_role IS DISTINCT FROM 'admin';
+
+-- name: SearchUsers :many
+-- The directory: usernames that start with prefix, in byte order, which
+-- puts the exact match, if any, first. prefix holds only [a-z0-9_-] (the
+-- service checks), all below "~" in byte order, so every username with
+-- the prefix lies in [prefix, prefix || '~'): one range scan of the
+-- username index (COLLATE "C"), stopping after max rows.
+SELECT identity_id, username, name, photo_url
+FROM users
+WHERE username >= @prefix::text AND username < @prefix::text || '~'
+ORDER BY username
+LIMIT @max;
+
+-- name: ListUsers :many
+-- A page of users in identity id order, after the last id of the previous
+-- page (the nil UUID for the first): a range scan of the primary key,
+-- however deep the page. The service asks for one row more than the page
+-- holds, to know whether another page follows.
+SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
+FROM users
+WHERE identity_id > @after
+ORDER BY identity_id
+LIMIT @max;

@@ -22,6 +22,53 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ClusterRole is a user's role across the whole platform.
+type ClusterRole int32
+
+const (
+	ClusterRole_CLUSTER_ROLE_UNSPECIFIED ClusterRole = 0
+	ClusterRole_CLUSTER_ROLE_ADMIN       ClusterRole = 1
+)
+
+// Enum value maps for ClusterRole.
+var (
+	ClusterRole_name = map[int32]string{
+		0: "CLUSTER_ROLE_UNSPECIFIED",
+		1: "CLUSTER_ROLE_ADMIN",
+	}
+	ClusterRole_value = map[string]int32{
+		"CLUSTER_ROLE_UNSPECIFIED": 0,
+		"CLUSTER_ROLE_ADMIN":       1,
+	}
+)
+
+func (x ClusterRole) Enum() *ClusterRole {
+	p := new(ClusterRole)
+	*p = x
+	return p
+}
+
+func (x ClusterRole) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ClusterRole) Descriptor() protoreflect.EnumDescriptor {
+	return file_agynio_api_users_v1_users_proto_enumTypes[0].Descriptor()
+}
+
+func (ClusterRole) Type() protoreflect.EnumType {
+	return &file_agynio_api_users_v1_users_proto_enumTypes[0]
+}
+
+func (x ClusterRole) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ClusterRole.Descriptor instead.
+func (ClusterRole) EnumDescriptor() ([]byte, []int) {
+	return file_agynio_api_users_v1_users_proto_rawDescGZIP(), []int{0}
+}
+
 type EntityMeta struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// id is the user's identity id, a UUID.
@@ -90,6 +137,8 @@ type User struct {
 	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
 	Email         string                 `protobuf:"bytes,4,opt,name=email,proto3" json:"email,omitempty"`
 	PhotoUrl      string                 `protobuf:"bytes,5,opt,name=photo_url,json=photoUrl,proto3" json:"photo_url,omitempty"`
+	Nickname      string                 `protobuf:"bytes,6,opt,name=nickname,proto3" json:"nickname,omitempty"`
+	Username      string                 `protobuf:"bytes,7,opt,name=username,proto3" json:"username,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -159,14 +208,30 @@ func (x *User) GetPhotoUrl() string {
 	return ""
 }
 
+func (x *User) GetNickname() string {
+	if x != nil {
+		return x.Nickname
+	}
+	return ""
+}
+
+func (x *User) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
 type ResolveOrCreateUserRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	OidcSubject   string                 `protobuf:"bytes,1,opt,name=oidc_subject,json=oidcSubject,proto3" json:"oidc_subject,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Email         string                 `protobuf:"bytes,3,opt,name=email,proto3" json:"email,omitempty"`
-	PhotoUrl      string                 `protobuf:"bytes,4,opt,name=photo_url,json=photoUrl,proto3" json:"photo_url,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	OidcSubject       string                 `protobuf:"bytes,1,opt,name=oidc_subject,json=oidcSubject,proto3" json:"oidc_subject,omitempty"`
+	Name              string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Email             string                 `protobuf:"bytes,3,opt,name=email,proto3" json:"email,omitempty"`
+	PhotoUrl          string                 `protobuf:"bytes,4,opt,name=photo_url,json=photoUrl,proto3" json:"photo_url,omitempty"`
+	PreferredUsername *string                `protobuf:"bytes,5,opt,name=preferred_username,json=preferredUsername,proto3,oneof" json:"preferred_username,omitempty"`
+	EmailVerified     bool                   `protobuf:"varint,6,opt,name=email_verified,json=emailVerified,proto3" json:"email_verified,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ResolveOrCreateUserRequest) Reset() {
@@ -225,6 +290,20 @@ func (x *ResolveOrCreateUserRequest) GetPhotoUrl() string {
 		return x.PhotoUrl
 	}
 	return ""
+}
+
+func (x *ResolveOrCreateUserRequest) GetPreferredUsername() string {
+	if x != nil && x.PreferredUsername != nil {
+		return *x.PreferredUsername
+	}
+	return ""
+}
+
+func (x *ResolveOrCreateUserRequest) GetEmailVerified() bool {
+	if x != nil {
+		return x.EmailVerified
+	}
+	return false
 }
 
 type ResolveOrCreateUserResponse struct {
@@ -327,6 +406,7 @@ func (x *GetUserRequest) GetIdentityId() string {
 type GetUserResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	ClusterRole   ClusterRole            `protobuf:"varint,2,opt,name=cluster_role,json=clusterRole,proto3,enum=agynio.api.users.v1.ClusterRole" json:"cluster_role,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -366,6 +446,13 @@ func (x *GetUserResponse) GetUser() *User {
 		return x.User
 	}
 	return nil
+}
+
+func (x *GetUserResponse) GetClusterRole() ClusterRole {
+	if x != nil {
+		return x.ClusterRole
+	}
+	return ClusterRole_CLUSTER_ROLE_UNSPECIFIED
 }
 
 type GetUserByOIDCSubjectRequest struct {
@@ -548,9 +635,12 @@ type UpdateUserRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	IdentityId string                 `protobuf:"bytes,1,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
 	// Unset fields are left alone; a field set to "" clears it.
-	Name          *string `protobuf:"bytes,2,opt,name=name,proto3,oneof" json:"name,omitempty"`
-	Email         *string `protobuf:"bytes,3,opt,name=email,proto3,oneof" json:"email,omitempty"`
-	PhotoUrl      *string `protobuf:"bytes,4,opt,name=photo_url,json=photoUrl,proto3,oneof" json:"photo_url,omitempty"`
+	Name          *string      `protobuf:"bytes,2,opt,name=name,proto3,oneof" json:"name,omitempty"`
+	Email         *string      `protobuf:"bytes,3,opt,name=email,proto3,oneof" json:"email,omitempty"`
+	PhotoUrl      *string      `protobuf:"bytes,4,opt,name=photo_url,json=photoUrl,proto3,oneof" json:"photo_url,omitempty"`
+	Nickname      *string      `protobuf:"bytes,5,opt,name=nickname,proto3,oneof" json:"nickname,omitempty"`
+	ClusterRole   *ClusterRole `protobuf:"varint,6,opt,name=cluster_role,json=clusterRole,proto3,enum=agynio.api.users.v1.ClusterRole,oneof" json:"cluster_role,omitempty"`
+	Username      *string      `protobuf:"bytes,7,opt,name=username,proto3,oneof" json:"username,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -613,6 +703,27 @@ func (x *UpdateUserRequest) GetPhotoUrl() string {
 	return ""
 }
 
+func (x *UpdateUserRequest) GetNickname() string {
+	if x != nil && x.Nickname != nil {
+		return *x.Nickname
+	}
+	return ""
+}
+
+func (x *UpdateUserRequest) GetClusterRole() ClusterRole {
+	if x != nil && x.ClusterRole != nil {
+		return *x.ClusterRole
+	}
+	return ClusterRole_CLUSTER_ROLE_UNSPECIFIED
+}
+
+func (x *UpdateUserRequest) GetUsername() string {
+	if x != nil && x.Username != nil {
+		return *x.Username
+	}
+	return ""
+}
+
 type UpdateUserResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
@@ -657,6 +768,681 @@ func (x *UpdateUserResponse) GetUser() *User {
 	return nil
 }
 
+type GetMeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMeRequest) Reset() {
+	*x = GetMeRequest{}
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMeRequest) ProtoMessage() {}
+
+func (x *GetMeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMeRequest.ProtoReflect.Descriptor instead.
+func (*GetMeRequest) Descriptor() ([]byte, []int) {
+	return file_agynio_api_users_v1_users_proto_rawDescGZIP(), []int{12}
+}
+
+type GetMeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	ClusterRole   ClusterRole            `protobuf:"varint,2,opt,name=cluster_role,json=clusterRole,proto3,enum=agynio.api.users.v1.ClusterRole" json:"cluster_role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMeResponse) Reset() {
+	*x = GetMeResponse{}
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMeResponse) ProtoMessage() {}
+
+func (x *GetMeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMeResponse.ProtoReflect.Descriptor instead.
+func (*GetMeResponse) Descriptor() ([]byte, []int) {
+	return file_agynio_api_users_v1_users_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GetMeResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+func (x *GetMeResponse) GetClusterRole() ClusterRole {
+	if x != nil {
+		return x.ClusterRole
+	}
+	return ClusterRole_CLUSTER_ROLE_UNSPECIFIED
+}
+
+type UpdateMeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unset fields are left alone.
+	Name          *string `protobuf:"bytes,1,opt,name=name,proto3,oneof" json:"name,omitempty"`
+	Username      *string `protobuf:"bytes,2,opt,name=username,proto3,oneof" json:"username,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateMeRequest) Reset() {
+	*x = UpdateMeRequest{}
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateMeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateMeRequest) ProtoMessage() {}
+
+func (x *UpdateMeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateMeRequest.ProtoReflect.Descriptor instead.
+func (*UpdateMeRequest) Descriptor() ([]byte, []int) {
+	return file_agynio_api_users_v1_users_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *UpdateMeRequest) GetName() string {
+	if x != nil && x.Name != nil {
+		return *x.Name
+	}
+	return ""
+}
+
+func (x *UpdateMeRequest) GetUsername() string {
+	if x != nil && x.Username != nil {
+		return *x.Username
+	}
+	return ""
+}
+
+type UpdateMeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	ClusterRole   ClusterRole            `protobuf:"varint,2,opt,name=cluster_role,json=clusterRole,proto3,enum=agynio.api.users.v1.ClusterRole" json:"cluster_role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateMeResponse) Reset() {
+	*x = UpdateMeResponse{}
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateMeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateMeResponse) ProtoMessage() {}
+
+func (x *UpdateMeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateMeResponse.ProtoReflect.Descriptor instead.
+func (*UpdateMeResponse) Descriptor() ([]byte, []int) {
+	return file_agynio_api_users_v1_users_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *UpdateMeResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+func (x *UpdateMeResponse) GetClusterRole() ClusterRole {
+	if x != nil {
+		return x.ClusterRole
+	}
+	return ClusterRole_CLUSTER_ROLE_UNSPECIFIED
+}
+
+type SearchUsersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A username prefix: 1 to 32 characters of [a-z0-9_-].
+	Prefix string `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// 0 means 10; at most 20.
+	Limit         int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SearchUsersRequest) Reset() {
+	*x = SearchUsersRequest{}
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchUsersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchUsersRequest) ProtoMessage() {}
+
+func (x *SearchUsersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchUsersRequest.ProtoReflect.Descriptor instead.
+func (*SearchUsersRequest) Descriptor() ([]byte, []int) {
+	return file_agynio_api_users_v1_users_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SearchUsersRequest) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *SearchUsersRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type SearchUsersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Users         []*UserDirectoryEntry  `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SearchUsersResponse) Reset() {
+	*x = SearchUsersResponse{}
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchUsersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchUsersResponse) ProtoMessage() {}
+
+func (x *SearchUsersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchUsersResponse.ProtoReflect.Descriptor instead.
+func (*SearchUsersResponse) Descriptor() ([]byte, []int) {
+	return file_agynio_api_users_v1_users_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SearchUsersResponse) GetUsers() []*UserDirectoryEntry {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+// UserDirectoryEntry is what any user may see of another.
+type UserDirectoryEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	IdentityId    string                 `protobuf:"bytes,1,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	Username      string                 `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
+	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	PhotoUrl      string                 `protobuf:"bytes,4,opt,name=photo_url,json=photoUrl,proto3" json:"photo_url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserDirectoryEntry) Reset() {
+	*x = UserDirectoryEntry{}
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserDirectoryEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserDirectoryEntry) ProtoMessage() {}
+
+func (x *UserDirectoryEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserDirectoryEntry.ProtoReflect.Descriptor instead.
+func (*UserDirectoryEntry) Descriptor() ([]byte, []int) {
+	return file_agynio_api_users_v1_users_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *UserDirectoryEntry) GetIdentityId() string {
+	if x != nil {
+		return x.IdentityId
+	}
+	return ""
+}
+
+func (x *UserDirectoryEntry) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *UserDirectoryEntry) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UserDirectoryEntry) GetPhotoUrl() string {
+	if x != nil {
+		return x.PhotoUrl
+	}
+	return ""
+}
+
+type ListUsersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 0 means 50; more than 100 is read as 100.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; empty for the first page.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUsersRequest) Reset() {
+	*x = ListUsersRequest{}
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUsersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUsersRequest) ProtoMessage() {}
+
+func (x *ListUsersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUsersRequest.ProtoReflect.Descriptor instead.
+func (*ListUsersRequest) Descriptor() ([]byte, []int) {
+	return file_agynio_api_users_v1_users_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListUsersRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListUsersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListUsersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Users []*User                `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUsersResponse) Reset() {
+	*x = ListUsersResponse{}
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUsersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUsersResponse) ProtoMessage() {}
+
+func (x *ListUsersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUsersResponse.ProtoReflect.Descriptor instead.
+func (*ListUsersResponse) Descriptor() ([]byte, []int) {
+	return file_agynio_api_users_v1_users_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListUsersResponse) GetUsers() []*User {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+func (x *ListUsersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type CreateUserRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	OidcSubject   string                 `protobuf:"bytes,1,opt,name=oidc_subject,json=oidcSubject,proto3" json:"oidc_subject,omitempty"`
+	Name          *string                `protobuf:"bytes,2,opt,name=name,proto3,oneof" json:"name,omitempty"`
+	Nickname      *string                `protobuf:"bytes,3,opt,name=nickname,proto3,oneof" json:"nickname,omitempty"`
+	PhotoUrl      *string                `protobuf:"bytes,4,opt,name=photo_url,json=photoUrl,proto3,oneof" json:"photo_url,omitempty"`
+	ClusterRole   ClusterRole            `protobuf:"varint,5,opt,name=cluster_role,json=clusterRole,proto3,enum=agynio.api.users.v1.ClusterRole" json:"cluster_role,omitempty"`
+	Username      *string                `protobuf:"bytes,6,opt,name=username,proto3,oneof" json:"username,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateUserRequest) Reset() {
+	*x = CreateUserRequest{}
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateUserRequest) ProtoMessage() {}
+
+func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateUserRequest.ProtoReflect.Descriptor instead.
+func (*CreateUserRequest) Descriptor() ([]byte, []int) {
+	return file_agynio_api_users_v1_users_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *CreateUserRequest) GetOidcSubject() string {
+	if x != nil {
+		return x.OidcSubject
+	}
+	return ""
+}
+
+func (x *CreateUserRequest) GetName() string {
+	if x != nil && x.Name != nil {
+		return *x.Name
+	}
+	return ""
+}
+
+func (x *CreateUserRequest) GetNickname() string {
+	if x != nil && x.Nickname != nil {
+		return *x.Nickname
+	}
+	return ""
+}
+
+func (x *CreateUserRequest) GetPhotoUrl() string {
+	if x != nil && x.PhotoUrl != nil {
+		return *x.PhotoUrl
+	}
+	return ""
+}
+
+func (x *CreateUserRequest) GetClusterRole() ClusterRole {
+	if x != nil {
+		return x.ClusterRole
+	}
+	return ClusterRole_CLUSTER_ROLE_UNSPECIFIED
+}
+
+func (x *CreateUserRequest) GetUsername() string {
+	if x != nil && x.Username != nil {
+		return *x.Username
+	}
+	return ""
+}
+
+type CreateUserResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateUserResponse) Reset() {
+	*x = CreateUserResponse{}
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateUserResponse) ProtoMessage() {}
+
+func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateUserResponse.ProtoReflect.Descriptor instead.
+func (*CreateUserResponse) Descriptor() ([]byte, []int) {
+	return file_agynio_api_users_v1_users_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *CreateUserResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+type DeleteUserRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	IdentityId    string                 `protobuf:"bytes,1,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteUserRequest) Reset() {
+	*x = DeleteUserRequest{}
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteUserRequest) ProtoMessage() {}
+
+func (x *DeleteUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteUserRequest.ProtoReflect.Descriptor instead.
+func (*DeleteUserRequest) Descriptor() ([]byte, []int) {
+	return file_agynio_api_users_v1_users_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *DeleteUserRequest) GetIdentityId() string {
+	if x != nil {
+		return x.IdentityId
+	}
+	return ""
+}
+
+type DeleteUserResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteUserResponse) Reset() {
+	*x = DeleteUserResponse{}
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteUserResponse) ProtoMessage() {}
+
+func (x *DeleteUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteUserResponse.ProtoReflect.Descriptor instead.
+func (*DeleteUserResponse) Descriptor() ([]byte, []int) {
+	return file_agynio_api_users_v1_users_proto_rawDescGZIP(), []int{24}
+}
+
 var File_agynio_api_users_v1_users_proto protoreflect.FileDescriptor
 
 const file_agynio_api_users_v1_users_proto_rawDesc = "" +
@@ -668,26 +1454,32 @@ const file_agynio_api_users_v1_users_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"updated_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xb1\x01\n" +
+	"updated_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"\xdd\x01\n" +
 	"\x04User\x123\n" +
 	"\x04meta\x18\x01 \x01(\v2\x1f.agynio.api.users.v1.EntityMetaR\x04meta\x12!\n" +
 	"\foidc_subject\x18\x02 \x01(\tR\voidcSubject\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x14\n" +
 	"\x05email\x18\x04 \x01(\tR\x05email\x12\x1b\n" +
-	"\tphoto_url\x18\x05 \x01(\tR\bphotoUrlJ\x04\b\x06\x10\aJ\x04\b\a\x10\b\"\x92\x01\n" +
+	"\tphoto_url\x18\x05 \x01(\tR\bphotoUrl\x12\x1a\n" +
+	"\bnickname\x18\x06 \x01(\tR\bnickname\x12\x1a\n" +
+	"\busername\x18\a \x01(\tR\busername\"\xf8\x01\n" +
 	"\x1aResolveOrCreateUserRequest\x12!\n" +
 	"\foidc_subject\x18\x01 \x01(\tR\voidcSubject\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
 	"\x05email\x18\x03 \x01(\tR\x05email\x12\x1b\n" +
-	"\tphoto_url\x18\x04 \x01(\tR\bphotoUrlJ\x04\b\x05\x10\x06J\x04\b\x06\x10\a\"f\n" +
+	"\tphoto_url\x18\x04 \x01(\tR\bphotoUrl\x122\n" +
+	"\x12preferred_username\x18\x05 \x01(\tH\x00R\x11preferredUsername\x88\x01\x01\x12%\n" +
+	"\x0eemail_verified\x18\x06 \x01(\bR\remailVerifiedB\x15\n" +
+	"\x13_preferred_username\"f\n" +
 	"\x1bResolveOrCreateUserResponse\x12-\n" +
 	"\x04user\x18\x01 \x01(\v2\x19.agynio.api.users.v1.UserR\x04user\x12\x18\n" +
 	"\acreated\x18\x02 \x01(\bR\acreated\"1\n" +
 	"\x0eGetUserRequest\x12\x1f\n" +
 	"\videntity_id\x18\x01 \x01(\tR\n" +
-	"identityId\"@\n" +
+	"identityId\"\x85\x01\n" +
 	"\x0fGetUserResponse\x12-\n" +
-	"\x04user\x18\x01 \x01(\v2\x19.agynio.api.users.v1.UserR\x04user\"@\n" +
+	"\x04user\x18\x01 \x01(\v2\x19.agynio.api.users.v1.UserR\x04user\x12C\n" +
+	"\fcluster_role\x18\x02 \x01(\x0e2 .agynio.api.users.v1.ClusterRoleR\vclusterRole\"@\n" +
 	"\x1bGetUserByOIDCSubjectRequest\x12!\n" +
 	"\foidc_subject\x18\x01 \x01(\tR\voidcSubject\"M\n" +
 	"\x1cGetUserByOIDCSubjectResponse\x12-\n" +
@@ -695,26 +1487,91 @@ const file_agynio_api_users_v1_users_proto_rawDesc = "" +
 	"\x14BatchGetUsersRequest\x12!\n" +
 	"\fidentity_ids\x18\x01 \x03(\tR\videntityIds\"H\n" +
 	"\x15BatchGetUsersResponse\x12/\n" +
-	"\x05users\x18\x01 \x03(\v2\x19.agynio.api.users.v1.UserR\x05users\"\xbd\x01\n" +
+	"\x05users\x18\x01 \x03(\v2\x19.agynio.api.users.v1.UserR\x05users\"\xe2\x02\n" +
 	"\x11UpdateUserRequest\x12\x1f\n" +
 	"\videntity_id\x18\x01 \x01(\tR\n" +
 	"identityId\x12\x17\n" +
 	"\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x12\x19\n" +
 	"\x05email\x18\x03 \x01(\tH\x01R\x05email\x88\x01\x01\x12 \n" +
-	"\tphoto_url\x18\x04 \x01(\tH\x02R\bphotoUrl\x88\x01\x01B\a\n" +
+	"\tphoto_url\x18\x04 \x01(\tH\x02R\bphotoUrl\x88\x01\x01\x12\x1f\n" +
+	"\bnickname\x18\x05 \x01(\tH\x03R\bnickname\x88\x01\x01\x12H\n" +
+	"\fcluster_role\x18\x06 \x01(\x0e2 .agynio.api.users.v1.ClusterRoleH\x04R\vclusterRole\x88\x01\x01\x12\x1f\n" +
+	"\busername\x18\a \x01(\tH\x05R\busername\x88\x01\x01B\a\n" +
 	"\x05_nameB\b\n" +
 	"\x06_emailB\f\n" +
 	"\n" +
-	"_photo_urlJ\x04\b\x05\x10\x06J\x04\b\x06\x10\aJ\x04\b\a\x10\b\"C\n" +
+	"_photo_urlB\v\n" +
+	"\t_nicknameB\x0f\n" +
+	"\r_cluster_roleB\v\n" +
+	"\t_username\"C\n" +
 	"\x12UpdateUserResponse\x12-\n" +
-	"\x04user\x18\x01 \x01(\v2\x19.agynio.api.users.v1.UserR\x04user2\xa2\x04\n" +
+	"\x04user\x18\x01 \x01(\v2\x19.agynio.api.users.v1.UserR\x04user\"\x0e\n" +
+	"\fGetMeRequest\"\x83\x01\n" +
+	"\rGetMeResponse\x12-\n" +
+	"\x04user\x18\x01 \x01(\v2\x19.agynio.api.users.v1.UserR\x04user\x12C\n" +
+	"\fcluster_role\x18\x02 \x01(\x0e2 .agynio.api.users.v1.ClusterRoleR\vclusterRole\"a\n" +
+	"\x0fUpdateMeRequest\x12\x17\n" +
+	"\x04name\x18\x01 \x01(\tH\x00R\x04name\x88\x01\x01\x12\x1f\n" +
+	"\busername\x18\x02 \x01(\tH\x01R\busername\x88\x01\x01B\a\n" +
+	"\x05_nameB\v\n" +
+	"\t_username\"\x86\x01\n" +
+	"\x10UpdateMeResponse\x12-\n" +
+	"\x04user\x18\x01 \x01(\v2\x19.agynio.api.users.v1.UserR\x04user\x12C\n" +
+	"\fcluster_role\x18\x02 \x01(\x0e2 .agynio.api.users.v1.ClusterRoleR\vclusterRole\"B\n" +
+	"\x12SearchUsersRequest\x12\x16\n" +
+	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\"T\n" +
+	"\x13SearchUsersResponse\x12=\n" +
+	"\x05users\x18\x01 \x03(\v2'.agynio.api.users.v1.UserDirectoryEntryR\x05users\"\x82\x01\n" +
+	"\x12UserDirectoryEntry\x12\x1f\n" +
+	"\videntity_id\x18\x01 \x01(\tR\n" +
+	"identityId\x12\x1a\n" +
+	"\busername\x18\x02 \x01(\tR\busername\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x1b\n" +
+	"\tphoto_url\x18\x04 \x01(\tR\bphotoUrl\"N\n" +
+	"\x10ListUsersRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"l\n" +
+	"\x11ListUsersResponse\x12/\n" +
+	"\x05users\x18\x01 \x03(\v2\x19.agynio.api.users.v1.UserR\x05users\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa9\x02\n" +
+	"\x11CreateUserRequest\x12!\n" +
+	"\foidc_subject\x18\x01 \x01(\tR\voidcSubject\x12\x17\n" +
+	"\x04name\x18\x02 \x01(\tH\x00R\x04name\x88\x01\x01\x12\x1f\n" +
+	"\bnickname\x18\x03 \x01(\tH\x01R\bnickname\x88\x01\x01\x12 \n" +
+	"\tphoto_url\x18\x04 \x01(\tH\x02R\bphotoUrl\x88\x01\x01\x12C\n" +
+	"\fcluster_role\x18\x05 \x01(\x0e2 .agynio.api.users.v1.ClusterRoleR\vclusterRole\x12\x1f\n" +
+	"\busername\x18\x06 \x01(\tH\x03R\busername\x88\x01\x01B\a\n" +
+	"\x05_nameB\v\n" +
+	"\t_nicknameB\f\n" +
+	"\n" +
+	"_photo_urlB\v\n" +
+	"\t_username\"C\n" +
+	"\x12CreateUserResponse\x12-\n" +
+	"\x04user\x18\x01 \x01(\v2\x19.agynio.api.users.v1.UserR\x04user\"4\n" +
+	"\x11DeleteUserRequest\x12\x1f\n" +
+	"\videntity_id\x18\x01 \x01(\tR\n" +
+	"identityId\"\x14\n" +
+	"\x12DeleteUserResponse*C\n" +
+	"\vClusterRole\x12\x1c\n" +
+	"\x18CLUSTER_ROLE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12CLUSTER_ROLE_ADMIN\x10\x012\xc7\b\n" +
 	"\fUsersService\x12x\n" +
 	"\x13ResolveOrCreateUser\x12/.agynio.api.users.v1.ResolveOrCreateUserRequest\x1a0.agynio.api.users.v1.ResolveOrCreateUserResponse\x12T\n" +
 	"\aGetUser\x12#.agynio.api.users.v1.GetUserRequest\x1a$.agynio.api.users.v1.GetUserResponse\x12{\n" +
 	"\x14GetUserByOIDCSubject\x120.agynio.api.users.v1.GetUserByOIDCSubjectRequest\x1a1.agynio.api.users.v1.GetUserByOIDCSubjectResponse\x12f\n" +
 	"\rBatchGetUsers\x12).agynio.api.users.v1.BatchGetUsersRequest\x1a*.agynio.api.users.v1.BatchGetUsersResponse\x12]\n" +
 	"\n" +
-	"UpdateUser\x12&.agynio.api.users.v1.UpdateUserRequest\x1a'.agynio.api.users.v1.UpdateUserResponseB\xd6\x01\n" +
+	"UpdateUser\x12&.agynio.api.users.v1.UpdateUserRequest\x1a'.agynio.api.users.v1.UpdateUserResponse\x12N\n" +
+	"\x05GetMe\x12!.agynio.api.users.v1.GetMeRequest\x1a\".agynio.api.users.v1.GetMeResponse\x12W\n" +
+	"\bUpdateMe\x12$.agynio.api.users.v1.UpdateMeRequest\x1a%.agynio.api.users.v1.UpdateMeResponse\x12`\n" +
+	"\vSearchUsers\x12'.agynio.api.users.v1.SearchUsersRequest\x1a(.agynio.api.users.v1.SearchUsersResponse\x12Z\n" +
+	"\tListUsers\x12%.agynio.api.users.v1.ListUsersRequest\x1a&.agynio.api.users.v1.ListUsersResponse\x12]\n" +
+	"\n" +
+	"CreateUser\x12&.agynio.api.users.v1.CreateUserRequest\x1a'.agynio.api.users.v1.CreateUserResponse\x12]\n" +
+	"\n" +
+	"DeleteUser\x12&.agynio.api.users.v1.DeleteUserRequest\x1a'.agynio.api.users.v1.DeleteUserResponseB\xd6\x01\n" +
 	"\x17com.agynio.api.users.v1B\n" +
 	"UsersProtoP\x01Z@github.com/agynio/users/internal/gen/agynio/api/users/v1;usersv1\xa2\x02\x03AAU\xaa\x02\x13Agynio.Api.Users.V1\xca\x02\x13Agynio\\Api\\Users\\V1\xe2\x02\x1fAgynio\\Api\\Users\\V1\\GPBMetadata\xea\x02\x16Agynio::Api::Users::V1b\x06proto3"
 
@@ -730,46 +1587,83 @@ func file_agynio_api_users_v1_users_proto_rawDescGZIP() []byte {
 	return file_agynio_api_users_v1_users_proto_rawDescData
 }
 
-var file_agynio_api_users_v1_users_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_agynio_api_users_v1_users_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_agynio_api_users_v1_users_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_agynio_api_users_v1_users_proto_goTypes = []any{
-	(*EntityMeta)(nil),                   // 0: agynio.api.users.v1.EntityMeta
-	(*User)(nil),                         // 1: agynio.api.users.v1.User
-	(*ResolveOrCreateUserRequest)(nil),   // 2: agynio.api.users.v1.ResolveOrCreateUserRequest
-	(*ResolveOrCreateUserResponse)(nil),  // 3: agynio.api.users.v1.ResolveOrCreateUserResponse
-	(*GetUserRequest)(nil),               // 4: agynio.api.users.v1.GetUserRequest
-	(*GetUserResponse)(nil),              // 5: agynio.api.users.v1.GetUserResponse
-	(*GetUserByOIDCSubjectRequest)(nil),  // 6: agynio.api.users.v1.GetUserByOIDCSubjectRequest
-	(*GetUserByOIDCSubjectResponse)(nil), // 7: agynio.api.users.v1.GetUserByOIDCSubjectResponse
-	(*BatchGetUsersRequest)(nil),         // 8: agynio.api.users.v1.BatchGetUsersRequest
-	(*BatchGetUsersResponse)(nil),        // 9: agynio.api.users.v1.BatchGetUsersResponse
-	(*UpdateUserRequest)(nil),            // 10: agynio.api.users.v1.UpdateUserRequest
-	(*UpdateUserResponse)(nil),           // 11: agynio.api.users.v1.UpdateUserResponse
-	(*timestamppb.Timestamp)(nil),        // 12: google.protobuf.Timestamp
+	(ClusterRole)(0),                     // 0: agynio.api.users.v1.ClusterRole
+	(*EntityMeta)(nil),                   // 1: agynio.api.users.v1.EntityMeta
+	(*User)(nil),                         // 2: agynio.api.users.v1.User
+	(*ResolveOrCreateUserRequest)(nil),   // 3: agynio.api.users.v1.ResolveOrCreateUserRequest
+	(*ResolveOrCreateUserResponse)(nil),  // 4: agynio.api.users.v1.ResolveOrCreateUserResponse
+	(*GetUserRequest)(nil),               // 5: agynio.api.users.v1.GetUserRequest
+	(*GetUserResponse)(nil),              // 6: agynio.api.users.v1.GetUserResponse
+	(*GetUserByOIDCSubjectRequest)(nil),  // 7: agynio.api.users.v1.GetUserByOIDCSubjectRequest
+	(*GetUserByOIDCSubjectResponse)(nil), // 8: agynio.api.users.v1.GetUserByOIDCSubjectResponse
+	(*BatchGetUsersRequest)(nil),         // 9: agynio.api.users.v1.BatchGetUsersRequest
+	(*BatchGetUsersResponse)(nil),        // 10: agynio.api.users.v1.BatchGetUsersResponse
+	(*UpdateUserRequest)(nil),            // 11: agynio.api.users.v1.UpdateUserRequest
+	(*UpdateUserResponse)(nil),           // 12: agynio.api.users.v1.UpdateUserResponse
+	(*GetMeRequest)(nil),                 // 13: agynio.api.users.v1.GetMeRequest
+	(*GetMeResponse)(nil),                // 14: agynio.api.users.v1.GetMeResponse
+	(*UpdateMeRequest)(nil),              // 15: agynio.api.users.v1.UpdateMeRequest
+	(*UpdateMeResponse)(nil),             // 16: agynio.api.users.v1.UpdateMeResponse
+	(*SearchUsersRequest)(nil),           // 17: agynio.api.users.v1.SearchUsersRequest
+	(*SearchUsersResponse)(nil),          // 18: agynio.api.users.v1.SearchUsersResponse
+	(*UserDirectoryEntry)(nil),           // 19: agynio.api.users.v1.UserDirectoryEntry
+	(*ListUsersRequest)(nil),             // 20: agynio.api.users.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),            // 21: agynio.api.users.v1.ListUsersResponse
+	(*CreateUserRequest)(nil),            // 22: agynio.api.users.v1.CreateUserRequest
+	(*CreateUserResponse)(nil),           // 23: agynio.api.users.v1.CreateUserResponse
+	(*DeleteUserRequest)(nil),            // 24: agynio.api.users.v1.DeleteUserRequest
+	(*DeleteUserResponse)(nil),           // 25: agynio.api.users.v1.DeleteUserResponse
+	(*timestamppb.Timestamp)(nil),        // 26: google.protobuf.Timestamp
 }
 var file_agynio_api_users_v1_users_proto_depIdxs = []int32{
-	12, // 0: agynio.api.users.v1.EntityMeta.created_at:type_name -> google.protobuf.Timestamp
-	12, // 1: agynio.api.users.v1.EntityMeta.updated_at:type_name -> google.protobuf.Timestamp
-	0,  // 2: agynio.api.users.v1.User.meta:type_name -> agynio.api.users.v1.EntityMeta
-	1,  // 3: agynio.api.users.v1.ResolveOrCreateUserResponse.user:type_name -> agynio.api.users.v1.User
-	1,  // 4: agynio.api.users.v1.GetUserResponse.user:type_name -> agynio.api.users.v1.User
-	1,  // 5: agynio.api.users.v1.GetUserByOIDCSubjectResponse.user:type_name -> agynio.api.users.v1.User
-	1,  // 6: agynio.api.users.v1.BatchGetUsersResponse.users:type_name -> agynio.api.users.v1.User
-	1,  // 7: agynio.api.users.v1.UpdateUserResponse.user:type_name -> agynio.api.users.v1.User
-	2,  // 8: agynio.api.users.v1.UsersService.ResolveOrCreateUser:input_type -> agynio.api.users.v1.ResolveOrCreateUserRequest
-	4,  // 9: agynio.api.users.v1.UsersService.GetUser:input_type -> agynio.api.users.v1.GetUserRequest
-	6,  // 10: agynio.api.users.v1.UsersService.GetUserByOIDCSubject:input_type -> agynio.api.users.v1.GetUserByOIDCSubjectRequest
-	8,  // 11: agynio.api.users.v1.UsersService.BatchGetUsers:input_type -> agynio.api.users.v1.BatchGetUsersRequest
-	10, // 12: agynio.api.users.v1.UsersService.UpdateUser:input_type -> agynio.api.users.v1.UpdateUserRequest
-	3,  // 13: agynio.api.users.v1.UsersService.ResolveOrCreateUser:output_type -> agynio.api.users.v1.ResolveOrCreateUserResponse
-	5,  // 14: agynio.api.users.v1.UsersService.GetUser:output_type -> agynio.api.users.v1.GetUserResponse
-	7,  // 15: agynio.api.users.v1.UsersService.GetUserByOIDCSubject:output_type -> agynio.api.users.v1.GetUserByOIDCSubjectResponse
-	9,  // 16: agynio.api.users.v1.UsersService.BatchGetUsers:output_type -> agynio.api.users.v1.BatchGetUsersResponse
-	11, // 17: agynio.api.users.v1.UsersService.UpdateUser:output_type -> agynio.api.users.v1.UpdateUserResponse
-	13, // [13:18] is the sub-list for method output_type
-	8,  // [8:13] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	26, // 0: agynio.api.users.v1.EntityMeta.created_at:type_name -> google.protobuf.Timestamp
+	26, // 1: agynio.api.users.v1.EntityMeta.updated_at:type_name -> google.protobuf.Timestamp
+	1,  // 2: agynio.api.users.v1.User.meta:type_name -> agynio.api.users.v1.EntityMeta
+	2,  // 3: agynio.api.users.v1.ResolveOrCreateUserResponse.user:type_name -> agynio.api.users.v1.User
+	2,  // 4: agynio.api.users.v1.GetUserResponse.user:type_name -> agynio.api.users.v1.User
+	0,  // 5: agynio.api.users.v1.GetUserResponse.cluster_role:type_name -> agynio.api.users.v1.ClusterRole
+	2,  // 6: agynio.api.users.v1.GetUserByOIDCSubjectResponse.user:type_name -> agynio.api.users.v1.User
+	2,  // 7: agynio.api.users.v1.BatchGetUsersResponse.users:type_name -> agynio.api.users.v1.User
+	0,  // 8: agynio.api.users.v1.UpdateUserRequest.cluster_role:type_name -> agynio.api.users.v1.ClusterRole
+	2,  // 9: agynio.api.users.v1.UpdateUserResponse.user:type_name -> agynio.api.users.v1.User
+	2,  // 10: agynio.api.users.v1.GetMeResponse.user:type_name -> agynio.api.users.v1.User
+	0,  // 11: agynio.api.users.v1.GetMeResponse.cluster_role:type_name -> agynio.api.users.v1.ClusterRole
+	2,  // 12: agynio.api.users.v1.UpdateMeResponse.user:type_name -> agynio.api.users.v1.User
+	0,  // 13: agynio.api.users.v1.UpdateMeResponse.cluster_role:type_name -> agynio.api.users.v1.ClusterRole
+	19, // 14: agynio.api.users.v1.SearchUsersResponse.users:type_name -> agynio.api.users.v1.UserDirectoryEntry
+	2,  // 15: agynio.api.users.v1.ListUsersResponse.users:type_name -> agynio.api.users.v1.User
+	0,  // 16: agynio.api.users.v1.CreateUserRequest.cluster_role:type_name -> agynio.api.users.v1.ClusterRole
+	2,  // 17: agynio.api.users.v1.CreateUserResponse.user:type_name -> agynio.api.users.v1.User
+	3,  // 18: agynio.api.users.v1.UsersService.ResolveOrCreateUser:input_type -> agynio.api.users.v1.ResolveOrCreateUserRequest
+	5,  // 19: agynio.api.users.v1.UsersService.GetUser:input_type -> agynio.api.users.v1.GetUserRequest
+	7,  // 20: agynio.api.users.v1.UsersService.GetUserByOIDCSubject:input_type -> agynio.api.users.v1.GetUserByOIDCSubjectRequest
+	9,  // 21: agynio.api.users.v1.UsersService.BatchGetUsers:input_type -> agynio.api.users.v1.BatchGetUsersRequest
+	11, // 22: agynio.api.users.v1.UsersService.UpdateUser:input_type -> agynio.api.users.v1.UpdateUserRequest
+	13, // 23: agynio.api.users.v1.UsersService.GetMe:input_type -> agynio.api.users.v1.GetMeRequest
+	15, // 24: agynio.api.users.v1.UsersService.UpdateMe:input_type -> agynio.api.users.v1.UpdateMeRequest
+	17, // 25: agynio.api.users.v1.UsersService.SearchUsers:input_type -> agynio.api.users.v1.SearchUsersRequest
+	20, // 26: agynio.api.users.v1.UsersService.ListUsers:input_type -> agynio.api.users.v1.ListUsersRequest
+	22, // 27: agynio.api.users.v1.UsersService.CreateUser:input_type -> agynio.api.users.v1.CreateUserRequest
+	24, // 28: agynio.api.users.v1.UsersService.DeleteUser:input_type -> agynio.api.users.v1.DeleteUserRequest
+	4,  // 29: agynio.api.users.v1.UsersService.ResolveOrCreateUser:output_type -> agynio.api.users.v1.ResolveOrCreateUserResponse
+	6,  // 30: agynio.api.users.v1.UsersService.GetUser:output_type -> agynio.api.users.v1.GetUserResponse
+	8,  // 31: agynio.api.users.v1.UsersService.GetUserByOIDCSubject:output_type -> agynio.api.users.v1.GetUserByOIDCSubjectResponse
+	10, // 32: agynio.api.users.v1.UsersService.BatchGetUsers:output_type -> agynio.api.users.v1.BatchGetUsersResponse
+	12, // 33: agynio.api.users.v1.UsersService.UpdateUser:output_type -> agynio.api.users.v1.UpdateUserResponse
+	14, // 34: agynio.api.users.v1.UsersService.GetMe:output_type -> agynio.api.users.v1.GetMeResponse
+	16, // 35: agynio.api.users.v1.UsersService.UpdateMe:output_type -> agynio.api.users.v1.UpdateMeResponse
+	18, // 36: agynio.api.users.v1.UsersService.SearchUsers:output_type -> agynio.api.users.v1.SearchUsersResponse
+	21, // 37: agynio.api.users.v1.UsersService.ListUsers:output_type -> agynio.api.users.v1.ListUsersResponse
+	23, // 38: agynio.api.users.v1.UsersService.CreateUser:output_type -> agynio.api.users.v1.CreateUserResponse
+	25, // 39: agynio.api.users.v1.UsersService.DeleteUser:output_type -> agynio.api.users.v1.DeleteUserResponse
+	29, // [29:40] is the sub-list for method output_type
+	18, // [18:29] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_agynio_api_users_v1_users_proto_init() }
@@ -777,19 +1671,23 @@ func file_agynio_api_users_v1_users_proto_init() {
 	if File_agynio_api_users_v1_users_proto != nil {
 		return
 	}
+	file_agynio_api_users_v1_users_proto_msgTypes[2].OneofWrappers = []any{}
 	file_agynio_api_users_v1_users_proto_msgTypes[10].OneofWrappers = []any{}
+	file_agynio_api_users_v1_users_proto_msgTypes[14].OneofWrappers = []any{}
+	file_agynio_api_users_v1_users_proto_msgTypes[21].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agynio_api_users_v1_users_proto_rawDesc), len(file_agynio_api_users_v1_users_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   12,
+			NumEnums:      1,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_agynio_api_users_v1_users_proto_goTypes,
 		DependencyIndexes: file_agynio_api_users_v1_users_proto_depIdxs,
+		EnumInfos:         file_agynio_api_users_v1_users_proto_enumTypes,
 		MessageInfos:      file_agynio_api_users_v1_users_proto_msgTypes,
 	}.Build()
 	File_agynio_api_users_v1_users_proto = out.File
