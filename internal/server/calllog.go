@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -18,7 +17,7 @@ import (
 )
 
 // callLog writes one line per call, when it finishes (a call that
-// succeeds only at debug unless its handler annotated it, see finished): service, method,
+// succeeds only at debug, see finished): service, method,
 // code, duration in milliseconds, peer, the status message of a failed
 // call, and the trace id when tracing is on. Never a payload: requests
 // hold names, emails and OIDC subjects.
@@ -30,46 +29,19 @@ type callLog struct{ log *slog.Logger }
 
 func (l callLog) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	start := time.Now()
-	n := &notes{}
-	resp, err := handler(context.WithValue(ctx, notesKey{}, n), req)
-	l.finished(ctx, info.FullMethod, start, err, n)
+	resp, err := handler(ctx, req)
+	l.finished(ctx, info.FullMethod, start, err)
 	return resp, err
-}
-
-// notes are what a handler adds to its call's log line (see annotate).
-type notes struct {
-	mu    sync.Mutex
-	attrs []slog.Attr
-}
-
-type notesKey struct{}
-
-// annotate adds key=value to the call's log line, and makes it be logged
-// at info level even if the call succeeds: for what an operator should
-// see though the client got its answer, such as a login's dropped claims.
-// Never a payload value.
-func annotate(ctx context.Context, key, value string) {
-	if n, ok := ctx.Value(notesKey{}).(*notes); ok {
-		n.mu.Lock()
-		n.attrs = append(n.attrs, slog.String(key, value))
-		n.mu.Unlock()
-	}
 }
 
 func (l callLog) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	start := time.Now()
 	err := handler(srv, ss)
-	l.finished(ss.Context(), info.FullMethod, start, err, nil)
+	l.finished(ss.Context(), info.FullMethod, start, err)
 	return err
 }
 
-func (l callLog) finished(ctx context.Context, fullMethod string, start time.Time, err error, n *notes) {
-	var noted []slog.Attr
-	if n != nil {
-		n.mu.Lock()
-		noted = n.attrs
-		n.mu.Unlock()
-	}
+func (l callLog) finished(ctx context.Context, fullMethod string, start time.Time, err error) {
 	st := status.Convert(err)
 	// Codes map to levels as go-grpc-middleware's do (the client's
 	// mistakes at info, the service's trouble at warn and error), except
@@ -78,14 +50,14 @@ func (l callLog) finished(ctx context.Context, fullMethod string, start time.Tim
 	// or a known user's login in make bench, and the metrics count every
 	// call anyway. A failed call always has its line.
 	level := slog.Level(logging.DefaultServerCodeToLevel(st.Code()))
-	if st.Code() == codes.OK && len(noted) == 0 {
+	if st.Code() == codes.OK {
 		level = slog.LevelDebug
 	}
 	if !l.log.Enabled(ctx, level) {
 		return
 	}
 	service, method, _ := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
-	attrs := make([]slog.Attr, 0, 8+len(noted))
+	attrs := make([]slog.Attr, 0, 8)
 	attrs = append(attrs,
 		slog.String("grpc.service", service),
 		slog.String("grpc.method", method),
@@ -100,7 +72,6 @@ func (l callLog) finished(ctx context.Context, fullMethod string, start time.Tim
 	if err != nil {
 		attrs = append(attrs, slog.String("grpc.error", clip(st.Message(), maxLoggedMessage)))
 	}
-	attrs = append(attrs, noted...)
 	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
 		attrs = append(attrs, slog.String("trace_id", sc.TraceID().String()))
 	}

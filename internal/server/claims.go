@@ -67,16 +67,17 @@ func cutRunes(s string, n int) (string, bool) {
 	return s, false
 }
 
-// countDropped counts the dropped claims, one per claim, and leaves their
-// names for the call's log line (see callLog).
-func (s *Server) countDropped(ctx context.Context, dropped []string) {
+// noteDropped counts the dropped claims, one per claim, and logs their
+// names (never their values) at info level: the login succeeded, but an
+// operator should see an identity provider that sends malformed claims.
+func (s *Server) noteDropped(ctx context.Context, dropped []string) {
 	if len(dropped) == 0 {
 		return
 	}
-	for _, claim := range dropped {
-		if s.droppedClaims != nil {
+	if s.droppedClaims != nil {
+		for _, claim := range dropped {
 			s.droppedClaims.WithLabelValues(claim).Inc()
 		}
 	}
-	annotate(ctx, "dropped_claims", strings.Join(dropped, ","))
+	s.log.InfoContext(ctx, "login claims dropped", "grpc.method", "ResolveOrCreateUser", "dropped_claims", strings.Join(dropped, ","))
 }

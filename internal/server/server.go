@@ -160,7 +160,7 @@ func (s *Server) ResolveOrCreateUser(ctx context.Context, req *usersv1.ResolveOr
 		return nil, err
 	}
 	claims := sanitizeClaims(req)
-	s.countDropped(ctx, claims.dropped)
+	s.noteDropped(ctx, claims.dropped)
 
 	params := db.ResolveOrCreateUserParams{
 		OidcSubject:       req.GetOidcSubject(),
