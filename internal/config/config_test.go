@@ -76,6 +76,27 @@ func TestLoad(t *testing.T) {
 			}),
 		},
 		{
+			name: "CLUSTER_ADMIN_SUBJECTS is a comma-separated list, spaces trimmed",
+			env:  map[string]string{"DATABASE_URL": databaseURL, "CLUSTER_ADMIN_SUBJECTS": "auth0|alice, google-oauth2|1234 "},
+			want: defaults(databaseURL, func(c *config.Config) {
+				c.ClusterAdminSubjects = []string{"auth0|alice", "google-oauth2|1234"}
+			}),
+		},
+		{
+			name: "IDENTITY_ASSERTING_CLIENTS under mutual TLS names DNS and URI SANs",
+			env: map[string]string{
+				"DATABASE_URL":               databaseURL,
+				"GRPC_TLS_CERT_FILE":         "/tls/tls.crt",
+				"GRPC_TLS_KEY_FILE":          "/tls/tls.key",
+				"GRPC_TLS_CLIENT_CA_FILE":    "/tls/ca.crt",
+				"IDENTITY_ASSERTING_CLIENTS": "gateway.platform.svc,spiffe://platform/ns/gateway/sa/gateway",
+			},
+			want: defaults(databaseURL, func(c *config.Config) {
+				c.TLS = config.TLS{CertFile: "/tls/tls.crt", KeyFile: "/tls/tls.key", ClientCAFile: "/tls/ca.crt"}
+				c.IdentityAssertingClients = []string{"gateway.platform.svc", "spiffe://platform/ns/gateway/sa/gateway"}
+			}),
+		},
+		{
 			name: "an OTLP endpoint turns tracing on",
 			env:  map[string]string{"DATABASE_URL": databaseURL, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"},
 			want: defaults(databaseURL, func(c *config.Config) { c.Tracing = true }),
@@ -204,6 +225,26 @@ func TestLoadErrors(t *testing.T) {
 			name:         "a TLS key without its certificate is reported",
 			env:          map[string]string{"DATABASE_URL": databaseURL, "GRPC_TLS_KEY_FILE": "/tls/tls.key"},
 			wantVariable: "GRPC_TLS_CERT_FILE",
+		},
+		{
+			name:         "an empty entry in CLUSTER_ADMIN_SUBJECTS is reported",
+			env:          map[string]string{"DATABASE_URL": databaseURL, "CLUSTER_ADMIN_SUBJECTS": "auth0|alice,,auth0|bob"},
+			wantVariable: "CLUSTER_ADMIN_SUBJECTS",
+		},
+		{
+			name:         "a subject longer than OpenID Connect allows in CLUSTER_ADMIN_SUBJECTS is reported",
+			env:          map[string]string{"DATABASE_URL": databaseURL, "CLUSTER_ADMIN_SUBJECTS": strings.Repeat("s", 256)},
+			wantVariable: "CLUSTER_ADMIN_SUBJECTS",
+		},
+		{
+			name:         "IDENTITY_ASSERTING_CLIENTS without mutual TLS is reported",
+			env:          map[string]string{"DATABASE_URL": databaseURL, "IDENTITY_ASSERTING_CLIENTS": "gateway.platform.svc"},
+			wantVariable: "IDENTITY_ASSERTING_CLIENTS",
+		},
+		{
+			name:         "a trailing comma in IDENTITY_ASSERTING_CLIENTS is reported",
+			env:          map[string]string{"DATABASE_URL": databaseURL, "GRPC_TLS_CERT_FILE": "/tls/tls.crt", "GRPC_TLS_KEY_FILE": "/tls/tls.key", "GRPC_TLS_CLIENT_CA_FILE": "/tls/ca.crt", "IDENTITY_ASSERTING_CLIENTS": "gateway.platform.svc,"},
+			wantVariable: "IDENTITY_ASSERTING_CLIENTS",
 		},
 		{
 			name:         "a client CA without a server certificate is reported",
