@@ -121,7 +121,9 @@ express. Every template that needs them includes it; it renders nothing.
   "GOMAXPROCS" "resources (the CPU request, or a CPU limit the runtime reads itself)"
   "GRPC_TLS_CERT_FILE" "tls"
   "GRPC_TLS_KEY_FILE" "tls"
-  "GRPC_TLS_CLIENT_CA_FILE" "tls.clientAuth" }}
+  "GRPC_TLS_CLIENT_CA_FILE" "tls.clientAuth"
+  "IDENTITY_ASSERTING_CLIENTS" "tls.identityAssertingClients"
+  "CLUSTER_ADMIN_SUBJECTS" "clusterAdminSubjects" }}
 {{- range $name := keys $chartSets | sortAlpha }}
 {{- if has $name $fromEnv }}
 {{- fail (printf "env sets %s, which the chart sets itself: use %s instead" $name (get $chartSets $name)) }}
@@ -147,6 +149,9 @@ express. Every template that needs them includes it; it renders nothing.
 {{- end }}
 {{- if and .Values.tls.clientAuth (not .Values.tls.enabled) }}
 {{- fail "tls.clientAuth needs tls.enabled" }}
+{{- end }}
+{{- if and .Values.tls.identityAssertingClients (not .Values.tls.clientAuth) }}
+{{- fail "tls.identityAssertingClients needs tls.clientAuth: without client certificates the service cannot tell who asserts an identity" }}
 {{- end }}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
