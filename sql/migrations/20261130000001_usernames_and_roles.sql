@@ -104,30 +104,48 @@ CREATE TRIGGER users_username_default
     EXECUTE FUNCTION users_assign_username();
 
 -- Gives the users that existed before this migration their usernames,
--- batch rows at a time, committing after each batch so that no row stays
--- locked for long: called by 20261130000004, outside a transaction.
--- Oldest first, so that an earlier user keeps the plain name.
+-- oldest first, so that an earlier user keeps the plain name: called by
+-- 20261130000004, outside a transaction. One UPDATE per row, because each
+-- row's free name depends on the names given before it, and an UPDATE of
+-- many rows gives them in whatever order its plan reads the table (a hash
+-- join reads it in physical order), whatever order the rows were picked
+-- in. A commit every batch rows keeps each row locked only briefly.
+-- The rows are read and sorted once, their bases derived in that one
+-- query: derived in each row's UPDATE, the SQL functions would be planned
+-- again for every row, at several times the cost. A row whose email, name
+-- or subject changed since (the previous release still serves) is derived
+-- again from what it holds now. A COMMIT inside the loop materialises its
+-- query, which is why that takes no FOR UPDATE: each UPDATE locks its row,
+-- and skips one given a name meanwhile.
 CREATE PROCEDURE users_backfill_usernames(batch integer DEFAULT 10000)
     LANGUAGE plpgsql
 AS $$
 DECLARE
-    done integer;
+    todo record;
+    done bigint := 0;
 BEGIN
+    FOR todo IN
+        SELECT identity_id, email, name, oidc_subject,
+               users_username_base(NULL, email, name, oidc_subject) AS base
+        FROM users
+        WHERE username IS NULL
+        ORDER BY created_at, identity_id
     LOOP
-        UPDATE users u
-        SET username = users_free_username(users_username_base(NULL, u.email, u.name, u.oidc_subject))
-        FROM (
-            SELECT identity_id FROM users
-            WHERE username IS NULL
-            ORDER BY created_at, identity_id
-            LIMIT batch
-            FOR UPDATE
-        ) todo
-        WHERE u.identity_id = todo.identity_id;
-        GET DIAGNOSTICS done = ROW_COUNT;
-        COMMIT;
-        EXIT WHEN done = 0;
+        UPDATE users
+        SET username = users_free_username(todo.base)
+        WHERE identity_id = todo.identity_id AND username IS NULL
+          AND (email, name, oidc_subject) = (todo.email, todo.name, todo.oidc_subject);
+        IF NOT FOUND THEN
+            UPDATE users u
+            SET username = users_free_username(users_username_base(NULL, u.email, u.name, u.oidc_subject))
+            WHERE identity_id = todo.identity_id AND username IS NULL;
+        END IF;
+        done := done + 1;
+        IF done % batch = 0 THEN
+            COMMIT;
+        END IF;
     END LOOP;
+    COMMIT;
 END
 $$;
 
