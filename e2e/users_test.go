@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
@@ -101,8 +102,26 @@ func TestLoginStory(t *testing.T) {
 	if got := status.Code(err); got != codes.NotFound {
 		t.Errorf("GetUser of an unknown id: code %s (%v), want NotFound", got, err)
 	}
-	_, err = users.ResolveOrCreateUser(ctx, &usersv1.ResolveOrCreateUserRequest{OidcSubject: subject, Email: "not an email"})
+	_, err = users.UpdateUser(ctx, &usersv1.UpdateUserRequest{IdentityId: user.GetMeta().GetId(), Email: proto.String("not an email")})
 	if got := status.Code(err); got != codes.InvalidArgument {
 		t.Errorf("bad email: code %s (%v), want InvalidArgument", got, err)
+	}
+
+	// As the gateway calls for the user: its own profile, and the
+	// directory, which finds it by its username.
+	asUser := metadata.AppendToOutgoingContext(ctx, "x-identity-id", user.GetMeta().GetId())
+	me, err := users.GetMe(asUser, &usersv1.GetMeRequest{})
+	if err != nil {
+		t.Fatalf("GetMe: %v", err)
+	}
+	if got := me.GetUser().GetMeta().GetId(); got != user.GetMeta().GetId() {
+		t.Errorf("GetMe: id %s, want %s", got, user.GetMeta().GetId())
+	}
+	found, err := users.SearchUsers(asUser, &usersv1.SearchUsersRequest{Prefix: me.GetUser().GetUsername()})
+	if err != nil {
+		t.Fatalf("SearchUsers: %v", err)
+	}
+	if got := found.GetUsers(); len(got) == 0 || got[0].GetIdentityId() != user.GetMeta().GetId() {
+		t.Errorf("SearchUsers(%q): %v, want the user first", me.GetUser().GetUsername(), got)
 	}
 }
