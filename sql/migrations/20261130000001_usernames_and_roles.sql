@@ -87,7 +87,11 @@ $$;
 
 -- A row inserted without a username (by a release from before this
 -- migration, still serving during a rolling upgrade, or by hand) gets one
--- derived from what the row holds.
+-- derived from what the row holds. So does a row updated before the
+-- backfill has reached it: users_username_present, NOT VALID as it is,
+-- checks every updated row, and would fail the previous release's
+-- UpdateUser of any user still without a username. Such a user takes its
+-- name ahead of older users the backfill has yet to reach.
 CREATE FUNCTION users_assign_username() RETURNS trigger
     LANGUAGE plpgsql
 AS $$
@@ -98,7 +102,7 @@ END
 $$;
 
 CREATE TRIGGER users_username_default
-    BEFORE INSERT ON users
+    BEFORE INSERT OR UPDATE ON users
     FOR EACH ROW
     WHEN (NEW.username IS NULL)
     EXECUTE FUNCTION users_assign_username();
