@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"regexp"
 	"slices"
@@ -28,9 +29,13 @@ import (
 // migrations that add them meet on a live database.
 const firstVersion = "20261123000000"
 
+// usernamesVersion adds the username column, which the backfill of a
+// later migration fills.
+const usernamesVersion = "20261130000001"
+
 // refusingDowns are the migrations whose down deletes data, and so
 // refuses unless forced, while users exist.
-var refusingDowns = map[string]bool{"20261130000001": true}
+var refusingDowns = map[string]bool{usernamesVersion: true}
 
 var usernameFormat = regexp.MustCompile(`^[a-z0-9_-]{1,32}$`)
 
@@ -231,6 +236,62 @@ func TestPreviousReleaseWritesGetUsernames(t *testing.T) {
 		}
 	})
 }
+
+// TestPreviousReleaseUpdatesBeforeTheBackfill: between the migration that
+// adds the username column and the backfill that fills it, minutes apart
+// on a large table, the previous release still updates its users, and an
+// update of a user the backfill has not reached must not fail.
+func TestPreviousReleaseUpdatesBeforeTheBackfill(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	databaseURL := testdb.EmptyURL(t)
+	if err := migrate.UpTo(ctx, databaseURL, io.Discard, firstVersion); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, databaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	id := uuid.New()
+	if _, err := conn.Exec(ctx, `INSERT INTO users (identity_id, oidc_subject, name, email) VALUES ($1, 'subject-bob', 'Bob', 'bob@example.com')`, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := migrate.UpTo(ctx, databaseURL, io.Discard, usernamesVersion); err != nil {
+		t.Fatal(err)
+	}
+
+	var name string
+	if err := conn.QueryRow(ctx, previousReleaseUpdate, "Bob Renamed", nil, nil, id).Scan(nil, nil, &name, nil, nil, nil, nil); err != nil {
+		t.Fatalf("the previous release's update of a user without a username yet: %v", err)
+	}
+	if name != "Bob Renamed" {
+		t.Errorf("name = %q after the update, want %q", name, "Bob Renamed")
+	}
+
+	if err := migrate.Up(ctx, databaseURL, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var username string
+	if err := conn.QueryRow(ctx, `SELECT username FROM users WHERE identity_id = $1`, id).Scan(&username); err != nil {
+		t.Fatal(err)
+	}
+	if username != "bob" {
+		t.Errorf("username = %q, want %q", username, "bob")
+	}
+}
+
+// previousReleaseUpdate is UpdateUser as the release before usernames
+// sends it.
+const previousReleaseUpdate = `-- name: UpdateUser :one
+UPDATE users
+SET name       = COALESCE($1, name),
+    email      = COALESCE($2, email),
+    photo_url  = COALESCE($3, photo_url),
+    updated_at = GREATEST(now(), updated_at + interval '1 microsecond')
+WHERE identity_id = $4
+RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at
+`
 
 // previousReleaseLogin is ResolveOrCreateUser as the release before
 // usernames sends it (internal/db at 20261123000000's time): that release
