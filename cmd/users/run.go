@@ -225,7 +225,9 @@ func grpcOptions(cfg config.Config, metrics *telemetry.Metrics, tracing *telemet
 		// on at most four database statements in turn, each bounded by
 		// DB_TIMEOUT (a queued first login: the login running before it,
 		// the shared read, its own upsert, and the read of a race's
-		// winner).
+		// winner; an administrator's call: the read of the caller, queued
+		// the same way, then its write). Only a first login that keeps
+		// losing its username to concurrent ones runs more.
 		server.WithMaxConnectionAge(server.MaxConnectionAge, max(server.MaxConnectionAgeGrace, 4*cfg.DBTimeout+5*time.Second)),
 	}
 }
