@@ -251,7 +251,7 @@ func TestMetrics(t *testing.T) {
 type personalData struct {
 	token                                   string // in every one of the strings below
 	subject, name, email, photoURL          string // of a first login
-	badSubject, badName, badEmail, badPhoto string // of a login that fails validation
+	badSubject, badName, badEmail, badPhoto string // of a login with malformed claims, and one with an overlong subject
 	newName, newEmail, newPhoto             string // of an UpdateUser
 	updateBadName, updateBadEmail           string // of an UpdateUser that fails validation
 }
@@ -293,7 +293,8 @@ func (pd personalData) all() []string {
 }
 
 // callWithPersonalData makes the calls that carry personal data: a first
-// login, a returning one, one that fails validation, a successful and a
+// login, a returning one, one whose malformed claims are dropped, one that
+// fails validation, a successful and a
 // failed UpdateUser, and a lookup by subject. It returns the user and the
 // codes the calls ended with, as the per-call log lines should show them.
 func callWithPersonalData(t *testing.T, users usersv1.UsersServiceClient, pd personalData) (*usersv1.User, []string) {
@@ -304,11 +305,18 @@ func callWithPersonalData(t *testing.T, users usersv1.UsersServiceClient, pd per
 	if _, err := users.ResolveOrCreateUser(ctx, login); err != nil {
 		t.Fatalf("returning ResolveOrCreateUser: %v", err)
 	}
-	_, err := users.ResolveOrCreateUser(ctx, &usersv1.ResolveOrCreateUserRequest{
+	// A login never fails over an optional claim: the bad email and photo
+	// URL are dropped. Only the subject can fail it.
+	if _, err := users.ResolveOrCreateUser(ctx, &usersv1.ResolveOrCreateUserRequest{
 		OidcSubject: pd.badSubject, Name: pd.badName, Email: pd.badEmail, PhotoUrl: pd.badPhoto,
+	}); err != nil {
+		t.Fatalf("ResolveOrCreateUser with a bad email and photo URL: %v, want them dropped", err)
+	}
+	_, err := users.ResolveOrCreateUser(ctx, &usersv1.ResolveOrCreateUserRequest{
+		OidcSubject: pd.badSubject + strings.Repeat("-", 256), Name: pd.badName,
 	})
 	if status.Code(err) != codes.InvalidArgument {
-		t.Fatalf("ResolveOrCreateUser with a bad email and photo URL: %v, want %s", err, codes.InvalidArgument)
+		t.Fatalf("ResolveOrCreateUser with an overlong subject: %v, want %s", err, codes.InvalidArgument)
 	}
 	id := user.GetMeta().GetId()
 	if _, err := users.UpdateUser(ctx, &usersv1.UpdateUserRequest{
@@ -326,7 +334,7 @@ func callWithPersonalData(t *testing.T, users usersv1.UsersServiceClient, pd per
 		t.Fatalf("GetUserByOIDCSubject: %v", err)
 	}
 	return user, []string{
-		"ResolveOrCreateUser OK", "ResolveOrCreateUser OK", "ResolveOrCreateUser InvalidArgument",
+		"ResolveOrCreateUser OK", "ResolveOrCreateUser OK", "ResolveOrCreateUser OK", "ResolveOrCreateUser InvalidArgument",
 		"UpdateUser OK", "UpdateUser InvalidArgument", "GetUserByOIDCSubject OK",
 	}
 }

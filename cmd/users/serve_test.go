@@ -187,6 +187,7 @@ func testUsersService(t *testing.T, users usersv1.UsersServiceClient) {
 		Name:        aliceReq.GetName(),
 		Email:       aliceReq.GetEmail(),
 		PhotoUrl:    aliceReq.GetPhotoUrl(),
+		Username:    "alice", // the email's local part
 	}
 	if diff := cmp.Diff(wantAlice, alice, protocmp.Transform(), protocmp.IgnoreFields(&usersv1.User{}, "meta")); diff != "" {
 		t.Errorf("created user (-want +got):\n%s", diff)

@@ -162,7 +162,7 @@ LOCK TABLE users IN ACCESS EXCLUSIVE MODE;
 DO $$
 BEGIN
     IF EXISTS (SELECT FROM users) AND current_setting('users.allow_data_loss', true) IS DISTINCT FROM 'on' THEN
-        RAISE EXCEPTION 'refusing to drop the username, nickname, email_verified and cluster_role columns: users hold them, and they would be lost'
+        RAISE EXCEPTION 'refusing to drop the username, nickname, email_verified and cluster_role columns: table users holds rows, whose values would be lost'
             USING ERRCODE = 'UD001',
                   HINT = 'Back the table up first. To drop them anyway, set users.allow_data_loss = on for the session (users migrate down --force does).';
     END IF;
