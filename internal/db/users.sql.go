@@ -478,7 +478,7 @@ const updateUserProfile = `-- name: UpdateUserProfile :one
 WITH target AS (
     SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
     FROM users
-    WHERE users.identity_id = $1
+    WHERE users.identity_id = $1 AND $2::text = ''
 ), admins AS (
     SELECT identity_id
     FROM users
@@ -554,7 +554,8 @@ type UpdateUserProfileRow struct {
 // statement locks every administrator's row first, in id order: of two
 // concurrent demotions of the last two administrators, the second waits
 // for the first, then sees it gone, and is refused. Any other update
-// locks only its own row: admins is read only when revoking.
+// reads and locks only its own row: target and admins are read only when
+// revoking.
 func (q *Queries) UpdateUserProfile(ctx context.Context, arg UpdateUserProfileParams) (UpdateUserProfileRow, error) {
 	row := q.db.QueryRow(ctx, updateUserProfile,
 		arg.IdentityID,

@@ -91,11 +91,12 @@ LIMIT 0;
 -- statement locks every administrator's row first, in id order: of two
 -- concurrent demotions of the last two administrators, the second waits
 -- for the first, then sees it gone, and is refused. Any other update
--- locks only its own row: admins is read only when revoking.
+-- reads and locks only its own row: target and admins are read only when
+-- revoking.
 WITH target AS (
     SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
     FROM users
-    WHERE users.identity_id = @identity_id
+    WHERE users.identity_id = @identity_id AND sqlc.narg(cluster_role)::text = ''
 ), admins AS (
     SELECT identity_id
     FROM users
