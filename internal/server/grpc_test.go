@@ -170,7 +170,7 @@ func TestAllocatorFailureIsInternal(t *testing.T) {
 }
 
 // However bad a request, its answer is small: a list longer than its bound
-// is refused by its length alone, and past five violations the rest are
+// is refused by its length alone, and past six violations the rest are
 // only counted.
 func TestAnswersStaySmall(t *testing.T) {
 	t.Parallel()
@@ -182,7 +182,7 @@ func TestAnswersStaySmall(t *testing.T) {
 		}
 		return b
 	}
-	first5 := []string{"identity_ids[0]", "identity_ids[1]", "identity_ids[2]", "identity_ids[3]", "identity_ids[4]"}
+	first6 := []string{"identity_ids[0]", "identity_ids[1]", "identity_ids[2]", "identity_ids[3]", "identity_ids[4]", "identity_ids[5]"}
 	tests := []struct {
 		name     string
 		req      []byte
@@ -202,16 +202,16 @@ func TestAnswersStaySmall(t *testing.T) {
 			wantText: "identity_ids must have at most 100 entries, got 151",
 		},
 		{
-			name:     "a full batch, no entry UTF-8, names five entries and counts the rest",
+			name:     "a full batch, no entry UTF-8, names six entries and counts the rest",
 			req:      repeat(100, "\xff"),
-			fields:   first5,
-			wantText: "; and 95 more",
+			fields:   first6,
+			wantText: "; and 94 more",
 		},
 		{
-			name:     "a full batch of ids that are not UUIDs names five and counts the rest",
+			name:     "a full batch of ids that are not UUIDs names six and counts the rest",
 			req:      repeat(100, "not-a-uuid"),
-			fields:   first5,
-			wantText: "; and 95 more",
+			fields:   first6,
+			wantText: "; and 94 more",
 		},
 	}
 	for _, tt := range tests {

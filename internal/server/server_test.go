@@ -41,7 +41,9 @@ func TestResolveOrCreateUserCreatesThenResolves(t *testing.T) {
 	if !first.GetCreated() {
 		t.Error("first call: created = false, want true")
 	}
-	want := &usersv1.User{OidcSubject: "auth0|alice", Name: "Alice", Email: "alice@example.com", PhotoUrl: "https://example.com/alice.png"}
+	// With no preferred_username claim, the username comes from the
+	// email's local part.
+	want := &usersv1.User{OidcSubject: "auth0|alice", Name: "Alice", Email: "alice@example.com", PhotoUrl: "https://example.com/alice.png", Username: "alice"}
 	if diff := cmp.Diff(want, first.GetUser(), protocmp.Transform(), ignoreMeta); diff != "" {
 		t.Errorf("created user (-want +got):\n%s", diff)
 	}
@@ -76,7 +78,8 @@ func TestResolveOrCreateUserAcceptsMinimalClaims(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	u := e.createUser(t, &usersv1.ResolveOrCreateUserRequest{OidcSubject: "s"})
-	want := &usersv1.User{OidcSubject: "s"}
+	// With no claim to derive it from, the username comes from the subject.
+	want := &usersv1.User{OidcSubject: "s", Username: derivedFromSubject("s")}
 	if diff := cmp.Diff(want, u, protocmp.Transform(), ignoreMeta); diff != "" {
 		t.Errorf("user (-want +got):\n%s", diff)
 	}
@@ -338,17 +341,25 @@ func TestUpdateUser(t *testing.T) {
 		{
 			name: "setting one field leaves the others alone",
 			req:  &usersv1.UpdateUserRequest{Name: proto.String("New Name")},
-			want: &usersv1.User{OidcSubject: "subject", Name: "New Name", Email: "old@example.com", PhotoUrl: "http://example.com/old.png"},
+			want: &usersv1.User{OidcSubject: "subject", Name: "New Name", Email: "old@example.com", PhotoUrl: "http://example.com/old.png", Username: "old"},
 		},
 		{
 			name: "setting every field replaces them all",
-			req:  &usersv1.UpdateUserRequest{Name: proto.String("N"), Email: proto.String("n@example.com"), PhotoUrl: proto.String("https://cdn.example.com/n.jpg")},
-			want: &usersv1.User{OidcSubject: "subject", Name: "N", Email: "n@example.com", PhotoUrl: "https://cdn.example.com/n.jpg"},
+			req: &usersv1.UpdateUserRequest{
+				Name: proto.String("N"), Email: proto.String("n@example.com"), PhotoUrl: proto.String("https://cdn.example.com/n.jpg"),
+				Nickname: proto.String("Nick"), Username: proto.String("n_2"),
+			},
+			want: &usersv1.User{OidcSubject: "subject", Name: "N", Email: "n@example.com", PhotoUrl: "https://cdn.example.com/n.jpg", Nickname: "Nick", Username: "n_2"},
+		},
+		{
+			name: "setting the username the user has already is no conflict",
+			req:  &usersv1.UpdateUserRequest{Username: proto.String("old")},
+			want: &usersv1.User{OidcSubject: "subject", Name: "Old Name", Email: "old@example.com", PhotoUrl: "http://example.com/old.png", Username: "old"},
 		},
 		{
 			name: "a field set to the empty string is cleared",
 			req:  &usersv1.UpdateUserRequest{Email: proto.String(""), PhotoUrl: proto.String("")},
-			want: &usersv1.User{OidcSubject: "subject", Name: "Old Name"},
+			want: &usersv1.User{OidcSubject: "subject", Name: "Old Name", Username: "old"},
 		},
 	}
 	for _, tt := range tests {

@@ -4,9 +4,9 @@
 // their files) and as crypto/tls values (what a test client presents).
 // Keys are ECDSA P-256, quick enough to make afresh in every test.
 //
-// NewCA, Server and Client fail the test on an error. MakeCA and
-// MakeServer return it instead, for pgtest, which also starts servers
-// outside any test.
+// NewCA, Server, Client and ClientWithSANs fail the test on an error.
+// MakeCA and MakeServer return it instead, for pgtest, which also starts
+// servers outside any test.
 package certs
 
 import (
@@ -19,6 +19,7 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"testing"
 	"time"
@@ -105,6 +106,27 @@ func (ca *CA) Client(t testing.TB, name string) *Cert {
 	check(t, err)
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	c, err := ca.issue(tmpl)
+	check(t, err)
+	return c
+}
+
+// ClientWithSANs issues a client certificate named name whose subject
+// alternative names are the DNS names dnsNames and the URIs uris (such as
+// spiffe://cluster.local/ns/platform/sa/gateway): what a service that
+// tells its clients apart by SAN, rather than by common name, reads.
+func (ca *CA) ClientWithSANs(t testing.TB, name string, dnsNames, uris []string) *Cert {
+	t.Helper()
+	tmpl, err := template(name)
+	check(t, err)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	tmpl.DNSNames = dnsNames
+	for _, s := range uris {
+		u, err := url.Parse(s)
+		check(t, err)
+		tmpl.URIs = append(tmpl.URIs, u)
+	}
 	c, err := ca.issue(tmpl)
 	check(t, err)
 	return c
