@@ -78,7 +78,7 @@ func TestFreshSubjectsAreNew(t *testing.T) {
 		w := &worker{rng: rand.New(rand.NewPCG(1, 2))}
 		for range 3 {
 			var req usersv1.ResolveOrCreateUserRequest
-			if err := proto.Unmarshal(src.next(w).Materialize(), &req); err != nil {
+			if err := proto.Unmarshal(src.next(w).msg.Materialize(), &req); err != nil {
 				t.Fatal(err)
 			}
 			s := req.GetOidcSubject()
@@ -86,8 +86,8 @@ func TestFreshSubjectsAreNew(t *testing.T) {
 				t.Errorf("run %d: subject %q: want a new 19-digit number in the service's range", run, s)
 			}
 			seen[s] = true
-			if req.GetName() != loginName || req.GetEmail() != loginEmail {
-				t.Errorf("claims changed: %v", &req)
+			if req.GetName() != loginName || req.GetEmail() != loginEmail(s) {
+				t.Errorf("claims: %v, want the email of the subject's own", &req)
 			}
 		}
 	}

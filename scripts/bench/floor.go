@@ -20,8 +20,10 @@ const floorArg = "floor-server"
 // floorServer's answers are built once; each call returns the same one.
 type floorServer struct {
 	usersv1.UnimplementedUsersServiceServer
-	user  *usersv1.User
-	batch *usersv1.BatchGetUsersResponse
+	user   *usersv1.User
+	batch  *usersv1.BatchGetUsersResponse
+	search *usersv1.SearchUsersResponse
+	page   *usersv1.ListUsersResponse
 }
 
 func newFloorServer() *floorServer {
@@ -33,12 +35,23 @@ func newFloorServer() *floorServer {
 		Name:        "Bench User 123456",
 		Email:       "user123456@bench.example",
 		PhotoUrl:    "https://bench.example/photos/123456.png",
+		Username:    username(123456),
 	}
 	batch := &usersv1.BatchGetUsersResponse{}
 	for range batchSize {
 		batch.Users = append(batch.Users, user)
 	}
-	return &floorServer{user: user, batch: batch}
+	search := &usersv1.SearchUsersResponse{}
+	for range searchLimit {
+		search.Users = append(search.Users, &usersv1.UserDirectoryEntry{
+			IdentityId: user.Meta.Id, Username: user.Username, Name: user.Name, PhotoUrl: user.PhotoUrl,
+		})
+	}
+	page := &usersv1.ListUsersResponse{NextPageToken: pageToken(123456)}
+	for range listPageSize {
+		page.Users = append(page.Users, user)
+	}
+	return &floorServer{user: user, batch: batch, search: search, page: page}
 }
 
 // floorMain serves the floor on $GRPC_ADDRESS until SIGTERM.
@@ -66,4 +79,16 @@ func (f *floorServer) BatchGetUsers(context.Context, *usersv1.BatchGetUsersReque
 
 func (f *floorServer) UpdateUser(context.Context, *usersv1.UpdateUserRequest) (*usersv1.UpdateUserResponse, error) {
 	return &usersv1.UpdateUserResponse{User: f.user}, nil
+}
+
+func (f *floorServer) GetMe(context.Context, *usersv1.GetMeRequest) (*usersv1.GetMeResponse, error) {
+	return &usersv1.GetMeResponse{User: f.user}, nil
+}
+
+func (f *floorServer) SearchUsers(context.Context, *usersv1.SearchUsersRequest) (*usersv1.SearchUsersResponse, error) {
+	return f.search, nil
+}
+
+func (f *floorServer) ListUsers(context.Context, *usersv1.ListUsersRequest) (*usersv1.ListUsersResponse, error) {
+	return f.page, nil
 }

@@ -13,12 +13,17 @@ import (
 // numbers): pgbench has no strings, but a number it binds to a text
 // parameter arrives as exactly that text, so the subject statements run
 // unchanged under pgbench.
-const seedSQL = `INSERT INTO users (identity_id, oidc_subject, name, email, photo_url)
+//
+// The username is "user" and n, given here rather than left to the
+// table's trigger, which would derive the same from the email but probe
+// the username index for each row on the way.
+const seedSQL = `INSERT INTO users (identity_id, oidc_subject, name, email, photo_url, username)
 SELECT lpad(to_hex(n), 32, '0')::uuid,
        n::text,
        'Bench User ' || n,
        'user' || n || '@bench.example',
-       'https://bench.example/photos/' || n || '.png'
+       'https://bench.example/photos/' || n || '.png',
+       'user' || n
 FROM generate_series(1::bigint, $1::bigint) AS n`
 
 // identityID is the identity id of seeded user n: n in hexadecimal,
@@ -30,6 +35,14 @@ func identityID(n int64) string {
 
 // subject is the OIDC subject of seeded user n.
 func subject(n int64) string { return strconv.FormatInt(n, 10) }
+
+// username is the username of seeded user n.
+func username(n int64) string { return "user" + strconv.FormatInt(n, 10) }
+
+// adminUser is the seeded user who calls ListUsers, which needs a cluster
+// administrator: both servers are started with CLUSTER_ADMIN_SUBJECTS
+// naming its subject.
+const adminUser = 1
 
 // First logins need subjects that no seeded user and no earlier call has:
 // each driver counts up from a base of its own, far above any N, and the

@@ -17,9 +17,10 @@
 //
 // The parts, a file each: main.go (flags, the run from start to end),
 // database.go (the database and its seed; keys.go, how seeded users are
-// numbered), servers.go (the server processes; reference.go, floor.go),
-// workloads.go (each workload's calls and statements; requests.go, its
-// requests, encoded ahead), loadgen.go (the load generator process),
+// numbered), servers.go (the server processes; reference.go and
+// reference_caller.go, floor.go), workloads.go (each workload's calls and
+// statements; requests.go, its requests, encoded ahead; listing.go, the
+// search prefixes and page tokens), loadgen.go (the load generator process),
 // pgbench.go, measure.go (a workload's rounds, one run's figures),
 // proc.go (CPU and memory, from /proc), poolstats.go (the service's pool
 // counters), report.go and print.go (the figures, as JSON and as tables).
@@ -148,7 +149,9 @@ func run(ctx context.Context, args []string) error {
 	}
 	bin := cfg.serviceBin
 	if bin == "" {
-		if bin, err = buildService(ctx, root); err != nil {
+		// Into bin/, as make build does.
+		bin = filepath.Join(root, "bin", "users")
+		if err := buildService(ctx, root, bin); err != nil {
 			return err
 		}
 	}

@@ -71,6 +71,7 @@ func (b *bench) measureServer(ctx context.Context, srv *server, w workload) (ser
 	}
 	res, err := runLoadgen(ctx, loadSpec{
 		Addr:        srv.Addr,
+		Server:      srv.Name,
 		Workload:    w.name,
 		Users:       cfg.users,
 		Concurrency: cfg.concurrency,
@@ -109,6 +110,7 @@ func newServerRun(res loadResult, window time.Duration) serverRun {
 		Calls:       res.Calls,
 		Errors:      res.Errors,
 		FirstError:  res.FirstError,
+		Unfinished:  res.Unfinished,
 		CountBound:  res.CountBound,
 	}
 	if n := time.Duration(res.Calls); n > 0 {

@@ -107,6 +107,18 @@ func notes(w workloadResult) []string {
 			}
 		}
 	}
+	for _, s := range []struct {
+		name string
+		runs []serverRun
+	}{{serviceName, w.Service}, {referenceName, w.Reference}, {floorName, w.Floor}} {
+		var n int64
+		for _, run := range s.runs {
+			n += run.Unfinished
+		}
+		if n > 0 {
+			notes = append(notes, fmt.Sprintf("%s: %d calls still running %s after the end of a run were cancelled, left out of its rate and p99", s.name, n, callGrace))
+		}
+	}
 	return slices.Compact(notes)
 }
 

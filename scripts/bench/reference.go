@@ -31,10 +31,12 @@ const referenceArg = "reference-server"
 type referenceServer struct {
 	usersv1.UnimplementedUsersServiceServer
 	pool *pgxpool.Pool
+	// declared are the subjects of CLUSTER_ADMIN_SUBJECTS.
+	declared map[string]bool
 }
 
-// referenceMain serves the reference on $GRPC_ADDRESS over $DATABASE_URL
-// until SIGTERM.
+// referenceMain serves the reference on $GRPC_ADDRESS over $DATABASE_URL,
+// with the administrators of $CLUSTER_ADMIN_SUBJECTS, until SIGTERM.
 func referenceMain() int {
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
@@ -48,7 +50,7 @@ func referenceMain() int {
 		return 1
 	}
 	return serve(func(s *grpc.Server) {
-		usersv1.RegisterUsersServiceServer(s, &referenceServer{pool: pool})
+		usersv1.RegisterUsersServiceServer(s, &referenceServer{pool: pool, declared: declaredAdmins(os.Getenv("CLUSTER_ADMIN_SUBJECTS"))})
 	})
 }
 
@@ -56,7 +58,7 @@ func (r *referenceServer) ResolveOrCreateUser(ctx context.Context, req *usersv1.
 	if req.GetOidcSubject() == "" {
 		return nil, status.Error(codes.InvalidArgument, "oidc_subject is required")
 	}
-	u, err := r.userBy(ctx, "oidc_subject", req.GetOidcSubject())
+	u, _, err := r.userBy(ctx, "oidc_subject", req.GetOidcSubject())
 	if err == nil {
 		return &usersv1.ResolveOrCreateUserResponse{User: u}, nil
 	}
@@ -67,13 +69,15 @@ func (r *referenceServer) ResolveOrCreateUser(ctx context.Context, req *usersv1.
 	if err != nil {
 		return nil, toReferenceStatus(err)
 	}
-	u, err = scanReferenceUser(r.pool.QueryRow(ctx,
-		`INSERT INTO users (identity_id, oidc_subject, name, email, photo_url) VALUES ($1, $2, $3, $4, $5)
+	// The table's trigger gives the new user a username derived from
+	// the claims.
+	u, _, err = scanReferenceUser(r.pool.QueryRow(ctx,
+		`INSERT INTO users (identity_id, oidc_subject, name, email, photo_url, email_verified) VALUES ($1, $2, $3, $4, $5, $6)
 		 ON CONFLICT (oidc_subject) DO NOTHING RETURNING `+userColumns,
-		id.String(), req.GetOidcSubject(), req.GetName(), req.GetEmail(), req.GetPhotoUrl()))
+		id.String(), req.GetOidcSubject(), req.GetName(), req.GetEmail(), req.GetPhotoUrl(), req.GetEmailVerified()))
 	if status.Code(err) == codes.NotFound {
 		// Another login of the same subject inserted it first.
-		u, err = r.userBy(ctx, "oidc_subject", req.GetOidcSubject())
+		u, _, err = r.userBy(ctx, "oidc_subject", req.GetOidcSubject())
 		return &usersv1.ResolveOrCreateUserResponse{User: u}, err
 	}
 	if err != nil {
@@ -86,15 +90,15 @@ func (r *referenceServer) GetUser(ctx context.Context, req *usersv1.GetUserReque
 	if err := uuid.Validate(req.GetIdentityId()); err != nil {
 		return nil, status.Error(codes.InvalidArgument, "identity_id is not a UUID")
 	}
-	u, err := r.userBy(ctx, "identity_id", req.GetIdentityId())
+	u, role, err := r.userBy(ctx, "identity_id", req.GetIdentityId())
 	if err != nil {
 		return nil, err
 	}
-	return &usersv1.GetUserResponse{User: u}, nil
+	return &usersv1.GetUserResponse{User: u, ClusterRole: r.roleOf(u, role)}, nil
 }
 
 func (r *referenceServer) GetUserByOIDCSubject(ctx context.Context, req *usersv1.GetUserByOIDCSubjectRequest) (*usersv1.GetUserByOIDCSubjectResponse, error) {
-	u, err := r.userBy(ctx, "oidc_subject", req.GetOidcSubject())
+	u, _, err := r.userBy(ctx, "oidc_subject", req.GetOidcSubject())
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +118,7 @@ func (r *referenceServer) BatchGetUsers(ctx context.Context, req *usersv1.BatchG
 	defer rows.Close()
 	resp := &usersv1.BatchGetUsersResponse{}
 	for rows.Next() {
-		u, err := scanReferenceUser(rows)
+		u, _, err := scanReferenceUser(rows)
 		if err != nil {
 			return nil, err
 		}
@@ -130,30 +134,38 @@ func (r *referenceServer) UpdateUser(ctx context.Context, req *usersv1.UpdateUse
 	if err := uuid.Validate(req.GetIdentityId()); err != nil {
 		return nil, status.Error(codes.InvalidArgument, "identity_id is not a UUID")
 	}
-	u, err := scanReferenceUser(r.pool.QueryRow(ctx,
-		`UPDATE users SET name = COALESCE($2, name), email = COALESCE($3, email), photo_url = COALESCE($4, photo_url), updated_at = now()
+	u, _, err := scanReferenceUser(r.pool.QueryRow(ctx,
+		`UPDATE users SET name = COALESCE($2, name), email = COALESCE($3, email), photo_url = COALESCE($4, photo_url),
+		 nickname = COALESCE($5, nickname), username = COALESCE($6, username), updated_at = now()
 		 WHERE identity_id = $1 RETURNING `+userColumns,
-		req.GetIdentityId(), req.Name, req.Email, req.PhotoUrl))
+		req.GetIdentityId(), req.Name, req.Email, req.PhotoUrl, req.Nickname, req.Username))
 	if err != nil {
 		return nil, err
 	}
 	return &usersv1.UpdateUserResponse{User: u}, nil
 }
 
-// userBy reads the user whose column (a constant) equals value.
-func (r *referenceServer) userBy(ctx context.Context, column, value string) (*usersv1.User, error) {
+// userBy reads the user whose column (a constant) equals value, and
+// their stored cluster role.
+func (r *referenceServer) userBy(ctx context.Context, column, value string) (*usersv1.User, string, error) {
 	return scanReferenceUser(r.pool.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE `+column+` = $1`, value))
 }
 
-func scanReferenceUser(row pgx.Row) (*usersv1.User, error) {
+// scanReferenceUser reads a row of userColumns: the user, and the stored
+// cluster role ("" for none).
+func scanReferenceUser(row pgx.Row) (*usersv1.User, string, error) {
 	var u usersv1.User
 	var id string
 	var created, updated time.Time
-	if err := row.Scan(&id, &u.OidcSubject, &u.Name, &u.Email, &u.PhotoUrl, &created, &updated); err != nil {
-		return nil, toReferenceStatus(err)
+	var role *string
+	if err := row.Scan(&id, &u.OidcSubject, &u.Name, &u.Email, &u.PhotoUrl, &created, &updated, &u.Nickname, &u.Username, &role); err != nil {
+		return nil, "", toReferenceStatus(err)
 	}
 	u.Meta = &usersv1.EntityMeta{Id: id, CreatedAt: timestamppb.New(created), UpdatedAt: timestamppb.New(updated)}
-	return &u, nil
+	if role == nil {
+		return &u, "", nil
+	}
+	return &u, *role, nil
 }
 
 func toReferenceStatus(err error) error {

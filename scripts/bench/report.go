@@ -78,8 +78,10 @@ type serverRun struct {
 	Calls      int64            `json:"calls"`
 	Errors     map[string]int64 `json:"errors,omitempty"`
 	FirstError string           `json:"first_error,omitempty"`
-	CountBound bool             `json:"count_bound,omitempty"`
-	Pool       *poolUse         `json:"pool,omitempty"`
+	// Unfinished counts calls cancelled at the run's end (loadResult).
+	Unfinished int64    `json:"unfinished,omitempty"`
+	CountBound bool     `json:"count_bound,omitempty"`
+	Pool       *poolUse `json:"pool,omitempty"`
 }
 
 // statementRun is one pgbench run on one statement.
@@ -223,12 +225,15 @@ func (r *report) writeJSON(path string) error {
 }
 
 // failures is an error naming every workload with a failed call, in the
-// service or in pgbench.
+// service or in pgbench, or with a run in which no call finished.
 func (r *report) failures() error {
 	var msgs []string
 	for _, w := range r.Workloads {
 		for name, runs := range map[string][]serverRun{serviceName: w.Service, referenceName: w.Reference, floorName: w.Floor} {
 			for i, run := range runs {
+				if run.Calls == 0 {
+					msgs = append(msgs, fmt.Sprintf("%s, %s, round %d: no call finished within the window", w.Name, name, i+1))
+				}
 				for _, code := range slices.Sorted(maps.Keys(run.Errors)) {
 					msgs = append(msgs, fmt.Sprintf("%s, %s, round %d: %d calls failed with %s (first: %s)", w.Name, name, i+1, run.Errors[code], code, run.FirstError))
 				}

@@ -86,14 +86,18 @@ func TestFailuresNameTheServerAndRound(t *testing.T) {
 	t.Parallel()
 	rep := report{Workloads: []workloadResult{{
 		Name:      "GetUser",
-		Reference: []serverRun{{}, {Errors: map[string]int64{"Internal": 3}, FirstError: "boom"}},
+		Reference: []serverRun{{}, {Calls: 10, Errors: map[string]int64{"Internal": 3}, FirstError: "boom"}},
 		Cheapest:  statementRun{SQL: "SELECT 1;", Pgbench: pgbenchResult{Failed: 2}},
 	}}}
 	err := rep.failures()
 	if err == nil {
 		t.Fatal("no failures reported")
 	}
-	for _, want := range []string{"GetUser, reference, round 2: 3 calls failed with Internal (first: boom)", "GetUser: 2 pgbench transactions failed: SELECT 1;"} {
+	for _, want := range []string{
+		"GetUser, reference, round 1: no call finished within the window",
+		"GetUser, reference, round 2: 3 calls failed with Internal (first: boom)",
+		"GetUser: 2 pgbench transactions failed: SELECT 1;",
+	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("failures lack %q:\n%v", want, err)
 		}

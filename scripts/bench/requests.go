@@ -25,35 +25,48 @@ const (
 // source keeps per worker.
 type worker struct {
 	rng   *rand.Rand
-	calls int             // calls made so far
-	held  int             // the pool entry a stickySource is on
-	msg   mem.BufferSlice // a freshSubjectSource's own request, rewritten per call
+	calls int     // calls made so far
+	held  int     // the pool entry a stickySource is on
+	req   request // a freshSubjectSource's own request, rewritten per call
 }
 
-// A requestSource hands a worker its next request, encoded.
+// A request is one call's message, encoded, and the identity id of the
+// user it is made as (the x-identity-id metadata), or "" for none: the
+// load generator adds the metadata per call, which costs it far less
+// than a metadata map kept for each of a pool's entries.
+type request struct {
+	msg    mem.BufferSlice
+	caller string
+}
+
+// A requestSource hands a worker its next request.
 type requestSource interface {
-	next(w *worker) *mem.BufferSlice
+	next(w *worker) *request
 }
 
-// pool encodes size requests built by newReq from a random user number
-// each, in 1..n.
-func pool(size int, n int64, rng *rand.Rand, newReq func(rng *rand.Rand, key func() int64) proto.Message) ([]mem.BufferSlice, error) {
+// pool encodes size requests built by newReq from random user numbers in
+// 1..n. caller, if not nil, picks the seeded user each request is made
+// as.
+func pool(size int, n int64, rng *rand.Rand, caller func(key func() int64) int64, newReq func(rng *rand.Rand, key func() int64) proto.Message) ([]request, error) {
 	key := func() int64 { return 1 + rng.Int64N(n) }
-	reqs := make([]mem.BufferSlice, size)
+	reqs := make([]request, size)
 	for i := range reqs {
 		b, err := proto.Marshal(newReq(rng, key))
 		if err != nil {
 			return nil, err
 		}
-		reqs[i] = mem.BufferSlice{mem.SliceBuffer(b)}
+		reqs[i].msg = mem.BufferSlice{mem.SliceBuffer(b)}
+		if caller != nil {
+			reqs[i].caller = identityID(caller(key))
+		}
 	}
 	return reqs, nil
 }
 
 // randomSource sends a random pool entry per call.
-type randomSource struct{ reqs []mem.BufferSlice }
+type randomSource struct{ reqs []request }
 
-func (s randomSource) next(w *worker) *mem.BufferSlice {
+func (s randomSource) next(w *worker) *request {
 	return &s.reqs[w.rng.IntN(len(s.reqs))]
 }
 
@@ -61,11 +74,11 @@ func (s randomSource) next(w *worker) *mem.BufferSlice {
 // another: a worker's batch changes every so often, as a pgbench client's
 // does (see the BatchGetUsers workload).
 type stickySource struct {
-	reqs  []mem.BufferSlice
+	reqs  []request
 	every int
 }
 
-func (s stickySource) next(w *worker) *mem.BufferSlice {
+func (s stickySource) next(w *worker) *request {
 	if w.calls%s.every == 0 {
 		w.held = w.rng.IntN(len(s.reqs))
 	}
@@ -74,11 +87,12 @@ func (s stickySource) next(w *worker) *mem.BufferSlice {
 
 // freshSubjectSource sends a subject never used before on every call. The
 // request is encoded once with a placeholder subject of fixed width, and
-// each call writes the next number over the placeholder's digits: one
-// request per call could not be encoded ahead.
+// each call writes the next number over the placeholder's digits,
+// wherever the request holds them (the subject, and the email made from
+// it): one request per call could not be encoded ahead.
 type freshSubjectSource struct {
 	template []byte
-	offset   int    // of the subject's digits in template
+	offsets  []int  // of the subject's digits in template
 	base     uint64 // the run's first subject, less one
 	counter  *atomic.Int64
 }
@@ -89,22 +103,34 @@ func newFreshSubjectSource(req func(subject string) proto.Message, run int) (*fr
 	if err != nil {
 		return nil, err
 	}
-	offset := bytes.Index(b, placeholder)
-	if offset < 0 || bytes.Count(b, placeholder) != 1 {
+	var offsets []int
+	for at := 0; ; at += newSubjectDigits {
+		i := bytes.Index(b[at:], placeholder)
+		if i < 0 {
+			break
+		}
+		at += i
+		offsets = append(offsets, at)
+	}
+	if len(offsets) == 0 {
 		return nil, fmt.Errorf("cannot find the subject placeholder in the encoded request")
 	}
 	base := serviceNewSubjectBase + uint64(run)*runSpacing
-	return &freshSubjectSource{template: b, offset: offset, base: base, counter: new(atomic.Int64)}, nil
+	return &freshSubjectSource{template: b, offsets: offsets, base: base, counter: new(atomic.Int64)}, nil
 }
 
-func (s *freshSubjectSource) next(w *worker) *mem.BufferSlice {
-	if w.msg == nil {
-		w.msg = mem.BufferSlice{mem.SliceBuffer(bytes.Clone(s.template))}
+func (s *freshSubjectSource) next(w *worker) *request {
+	if w.req.msg == nil {
+		w.req.msg = mem.BufferSlice{mem.SliceBuffer(bytes.Clone(s.template))}
 	}
-	digits := w.msg[0].(mem.SliceBuffer)[s.offset : s.offset+newSubjectDigits]
-	for v, i := s.base+uint64(s.counter.Add(1)), len(digits)-1; i >= 0; i-- {
-		digits[i] = byte('0' + v%10)
+	b := w.req.msg[0].(mem.SliceBuffer)
+	first := b[s.offsets[0] : s.offsets[0]+newSubjectDigits]
+	for v, i := s.base+uint64(s.counter.Add(1)), len(first)-1; i >= 0; i-- {
+		first[i] = byte('0' + v%10)
 		v /= 10
 	}
-	return &w.msg
+	for _, at := range s.offsets[1:] {
+		copy(b[at:at+newSubjectDigits], first)
+	}
+	return &w.req
 }

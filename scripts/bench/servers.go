@@ -32,16 +32,19 @@ type server struct {
 
 func (s *server) PID() int { return s.cmd.Process.Pid }
 
-// buildService builds the users binary into root/bin, as make build does.
-func buildService(ctx context.Context, root string) (string, error) {
-	bin := filepath.Join(root, "bin", "users")
+// buildService builds the users binary of the module in root as bin.
+func buildService(ctx context.Context, root, bin string) error {
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/users")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/users: %w\n%s", err, out)
+		return fmt.Errorf("go build ./cmd/users: %w\n%s", err, out)
 	}
-	return bin, nil
+	return nil
 }
+
+// adminSubjects declares the administrator the directory workloads call
+// as, to the service and the reference alike.
+var adminSubjects = "CLUSTER_ADMIN_SUBJECTS=" + subject(adminUser)
 
 // startService runs bin serve against dbURL on free loopback ports.
 func startService(ctx context.Context, bin, dbURL, logDir string) (*server, error) {
@@ -49,7 +52,7 @@ func startService(ctx context.Context, bin, dbURL, logDir string) (*server, erro
 	if err != nil {
 		return nil, err
 	}
-	s, err := startServer(ctx, serviceName, logDir, []string{bin, "serve"}, "DATABASE_URL="+dbURL, "ADMIN_ADDRESS="+adminAddr)
+	s, err := startServer(ctx, serviceName, logDir, []string{bin, "serve"}, "DATABASE_URL="+dbURL, "ADMIN_ADDRESS="+adminAddr, adminSubjects)
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +62,7 @@ func startService(ctx context.Context, bin, dbURL, logDir string) (*server, erro
 
 // startReference runs this program's reference server against dbURL.
 func startReference(ctx context.Context, dbURL, logDir string) (*server, error) {
-	return startSubcommand(ctx, referenceName, referenceArg, logDir, "DATABASE_URL="+dbURL)
+	return startSubcommand(ctx, referenceName, referenceArg, logDir, "DATABASE_URL="+dbURL, adminSubjects)
 }
 
 // startFloor runs this program's floor server.

@@ -195,17 +195,30 @@ func TestFloorAnswersEveryRPCWithAUser(t *testing.T) {
 		r, err = c.UpdateUser(ctx, &usersv1.UpdateUserRequest{IdentityId: identityID(1)})
 		users = append(users, r.GetUser())
 	}
+	if err == nil {
+		var r *usersv1.GetMeResponse
+		r, err = c.GetMe(ctx, &usersv1.GetMeRequest{})
+		users = append(users, r.GetUser())
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, u := range users {
-		if u.GetMeta().GetId() == "" || u.GetOidcSubject() == "" || u.GetName() == "" {
+		if u.GetMeta().GetId() == "" || u.GetOidcSubject() == "" || u.GetName() == "" || u.GetUsername() == "" {
 			t.Errorf("answer %d: %v, want a whole user", i, u)
 		}
 	}
 	batch, err := c.BatchGetUsers(ctx, &usersv1.BatchGetUsersRequest{IdentityIds: []string{identityID(1)}})
 	if err != nil || len(batch.GetUsers()) != batchSize {
 		t.Errorf("BatchGetUsers: %d users, %v; want %d, as a full batch's answer", len(batch.GetUsers()), err, batchSize)
+	}
+	found, err := c.SearchUsers(ctx, &usersv1.SearchUsersRequest{Prefix: "user1"})
+	if err != nil || len(found.GetUsers()) != searchLimit || found.GetUsers()[0].GetUsername() == "" {
+		t.Errorf("SearchUsers: %v, %v; want %d whole entries, as a full search's answer", found, err, searchLimit)
+	}
+	page, err := c.ListUsers(ctx, &usersv1.ListUsersRequest{})
+	if err != nil || len(page.GetUsers()) != listPageSize || page.GetNextPageToken() == "" {
+		t.Errorf("ListUsers: %d users, %v; want %d and a next page, as a full page's answer", len(page.GetUsers()), err, listPageSize)
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"strconv"
 
@@ -21,6 +22,9 @@ type workload struct {
 	// numbers the load generator's runs, so that each can have keys of
 	// its own where keys must be new.
 	requests func(n int64, run int, rng *rand.Rand) (requestSource, error)
+	// referenceRequests, if set, are the reference's requests instead,
+	// where its API differs from the service's (its page tokens).
+	referenceRequests func(n int64, run int, rng *rand.Rand) (requestSource, error)
 	// query names the service's statement in sql/queries/users.sql.
 	query string
 	// cheapest is the cheapest statement that returns the rows the RPC
@@ -61,9 +65,20 @@ const batchEvery = 32
 // Claims a login presents: taken at first login, ignored after.
 const (
 	loginName     = "Bench User"
-	loginEmail    = "login@bench.example"
 	loginPhotoURL = "https://bench.example/photo.png"
 )
+
+// loginEmail is the email a login presents: the subject's own, so that
+// each first login derives a username of its own from it (its local
+// part), as real users' logins mostly do, rather than all but the first
+// probing for a free one. The reference's first logins derive the same,
+// in the table's trigger.
+func loginEmail(subject string) string { return "login-" + subject + "@bench.example" }
+
+// pgbenchLoginEmail binds the email as loginEmail spells it, from the
+// pgbench variable email, which a login's script sets to its subject.
+// chr(64) is the "@", which written out would read as a sqlc parameter.
+const pgbenchLoginEmail = "'login-' || %s::text || chr(64) || 'bench.example'"
 
 // A login's identity id, for pgbench: the service allocates its own, so
 // pgbench must bind one too, unique per call (only first logins store it):
@@ -73,13 +88,25 @@ var pgbenchLoginID = fmt.Sprintf(`\set calls :calls + 1
 \set identity_id %d + :run * %d + :calls * %d + :client_id
 `, pgbenchNewIDBase, runSpacing, maxConcurrency)
 
-// userColumns are the columns every RPC returns.
-const userColumns = "identity_id, oidc_subject, name, email, photo_url, created_at, updated_at"
+// userColumns are the columns the RPCs return: the user, and the stored
+// cluster role (GetUser and GetMe return it).
+const userColumns = "identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, cluster_role"
 
-var loginDefines = []string{"calls=0", "name=" + loginName, "email=" + loginEmail, "photo_url=" + loginPhotoURL}
+var loginDefines = []string{"calls=0", "name=" + loginName, "photo_url=" + loginPhotoURL}
+
+// loginParams bind the service's login statement as the service binds it
+// for the bench's requests: no preferred_username, email not verified,
+// and no subject the bench logs in with is a declared administrator.
+var loginParams = map[string]string{
+	"identity_id":        uuidFromNumber,
+	"email":              pgbenchLoginEmail,
+	"email_verified":     "false",
+	"preferred_username": "NULL::text",
+	"cluster_role":       "NULL::text",
+}
 
 func loginRequest(subject string) proto.Message {
-	return &usersv1.ResolveOrCreateUserRequest{OidcSubject: subject, Name: loginName, Email: loginEmail, PhotoUrl: loginPhotoURL}
+	return &usersv1.ResolveOrCreateUserRequest{OidcSubject: subject, Name: loginName, Email: loginEmail(subject), PhotoUrl: loginPhotoURL}
 }
 
 var workloads = []workload{
@@ -126,7 +153,7 @@ var workloads = []workload{
 		target: 0.45,
 		method: usersv1.UsersService_BatchGetUsers_FullMethodName,
 		requests: func(n int64, _ int, rng *rand.Rand) (requestSource, error) {
-			reqs, err := pool(batchPoolSize, n, rng, func(_ *rand.Rand, key func() int64) proto.Message {
+			reqs, err := pool(batchPoolSize, n, rng, nil, func(_ *rand.Rand, key func() int64) proto.Message {
 				ids := make([]string, batchSize)
 				for i := range ids {
 					ids[i] = identityID(key())
@@ -159,8 +186,8 @@ FROM generate_series(1, ` + strconv.Itoa(batchSize) + `) \gset
 		// A known subject's login returns the stored row: a read.
 		cheapest: "SELECT " + userColumns + " FROM users WHERE oidc_subject = @oidc_subject;",
 		pgbench: pgbenchBinding{
-			prelude: `\set oidc_subject random(1, :users)` + "\n" + pgbenchLoginID,
-			params:  map[string]string{"identity_id": uuidFromNumber},
+			prelude: `\set oidc_subject random(1, :users)` + "\n" + `\set email :oidc_subject` + "\n" + pgbenchLoginID,
+			params:  loginParams,
 			defines: loginDefines,
 		},
 	},
@@ -172,12 +199,15 @@ FROM generate_series(1, ` + strconv.Itoa(batchSize) + `) \gset
 			return newFreshSubjectSource(loginRequest, run)
 		},
 		query: "ResolveOrCreateUser",
-		// A new subject's login stores the row and returns it.
-		cheapest: "INSERT INTO users (identity_id, oidc_subject, name, email, photo_url) " +
-			"VALUES (@identity_id, @oidc_subject, @name, @email, @photo_url) RETURNING " + userColumns + ";",
+		// A new subject's login stores the row and returns it: the
+		// cheapest is given the username the service derives (from the
+		// email), rather than deriving it.
+		cheapest: "INSERT INTO users (identity_id, oidc_subject, name, email, photo_url, username) " +
+			"VALUES (@identity_id, @oidc_subject, @name, @email, @photo_url, @username) RETURNING " + userColumns + ";",
 		pgbench: pgbenchBinding{
-			prelude: pgbenchLoginID + fmt.Sprintf(`\set oidc_subject %d + :run * %d + :calls * %d + :client_id`, int64(pgbenchNewSubjectBase), runSpacing, maxConcurrency) + "\n",
-			params:  map[string]string{"identity_id": uuidFromNumber},
+			prelude: pgbenchLoginID + fmt.Sprintf(`\set oidc_subject %d + :run * %d + :calls * %d + :client_id`, int64(pgbenchNewSubjectBase), runSpacing, maxConcurrency) + "\n" +
+				`\set email :oidc_subject` + "\n" + `\set username :oidc_subject` + "\n",
+			params:  withParam(loginParams, "username", "'login-' || %s::text"),
 			defines: loginDefines,
 		},
 	},
@@ -192,22 +222,116 @@ FROM generate_series(1, ` + strconv.Itoa(batchSize) + `) \gset
 			name := strconv.FormatInt(1+rng.Int64N(1_000_000_000), 10)
 			return &usersv1.UpdateUserRequest{IdentityId: identityID(key()), Name: &name}
 		}),
-		query: "UpdateUser",
+		query: "UpdateUserProfile",
 		// Sets the one field the request sets.
 		cheapest: "UPDATE users SET name = @name, updated_at = now() WHERE identity_id = @identity_id RETURNING " + userColumns + ";",
 		pgbench: pgbenchBinding{
 			prelude: `\set identity_id random(1, :users)` + "\n" + `\set name random(1, 1000000000)` + "\n",
-			params:  map[string]string{"identity_id": uuidFromNumber, "email": "NULL::text", "photo_url": "NULL::text"},
+			params: map[string]string{
+				"identity_id": uuidFromNumber, "email": "NULL::text", "photo_url": "NULL::text",
+				"nickname": "NULL::text", "username": "NULL::text", "cluster_role": "NULL::text",
+				"declared_admins": pgbenchDeclaredAdmins,
+			},
+		},
+	},
+	{
+		// A random seeded user asks for themselves.
+		name:   "GetMe",
+		target: 0.40,
+		method: usersv1.UsersService_GetMe_FullMethodName,
+		requests: pooledAs(poolSize, anyUser, func(*rand.Rand, func() int64) proto.Message {
+			return &usersv1.GetMeRequest{}
+		}),
+		// The service reads the caller as GetUser reads a user.
+		query:    "GetUser",
+		cheapest: "SELECT " + userColumns + " FROM users WHERE identity_id = @identity_id;",
+		pgbench: pgbenchBinding{
+			prelude: `\set identity_id random(1, :users)` + "\n",
+			params:  map[string]string{"identity_id": uuidFromNumber},
+		},
+	},
+	{
+		// What an @-mention sends as a person types: the first 2 to 6
+		// characters of a random seeded username (searchPrefix).
+		name:   "SearchUsers",
+		target: 0.40,
+		method: usersv1.UsersService_SearchUsers_FullMethodName,
+		requests: pooledAs(poolSize, anyUser, func(rng *rand.Rand, key func() int64) proto.Message {
+			return &usersv1.SearchUsersRequest{Prefix: searchPrefix(key(), minPrefix+rng.IntN(maxPrefix-minPrefix+1)), Limit: searchLimit}
+		}),
+		query: "SearchUsers",
+		// A range scan of the username index, stopping after the limit:
+		// the service's own statement.
+		cheapest: "SELECT identity_id, username, name, photo_url FROM users " +
+			"WHERE username >= @prefix::text AND username < @prefix::text || '~' ORDER BY username LIMIT @max;",
+		pgbench: pgbenchBinding{
+			prelude: fmt.Sprintf(`\set prefix random(1, :users) * 8 + random(%d, %d)`, minPrefix, maxPrefix) + "\n",
+			params:  map[string]string{"prefix": prefixFromNumber, "max": strconv.Itoa(searchLimit)},
+		},
+	},
+	{
+		// The first page, and below a page deep in the table (listing.go):
+		// the service's keyset pages should cost the same at any depth,
+		// and the two rows show whether they do; the reference's OFFSET
+		// pages read every row ahead of theirs. Both servers also read
+		// the caller, to check the role: a point read the statements
+		// leave out.
+		name:   "ListUsers first page",
+		target: 0.40,
+		method: usersv1.UsersService_ListUsers_FullMethodName,
+		requests: pooledAs(1, asAdmin, func(*rand.Rand, func() int64) proto.Message {
+			return &usersv1.ListUsersRequest{PageSize: listPageSize}
+		}),
+		query:    "ListUsers",
+		cheapest: listCheapest,
+		pgbench: pgbenchBinding{
+			prelude: `\set after 0` + "\n",
+			params:  listParams,
+		},
+	},
+	{
+		name:              "ListUsers deep page",
+		target:            0.40,
+		method:            usersv1.UsersService_ListUsers_FullMethodName,
+		requests:          deepPages(pageToken),
+		referenceRequests: deepPages(offsetToken),
+		query:             "ListUsers",
+		cheapest:          listCheapest,
+		pgbench: pgbenchBinding{
+			prelude: fmt.Sprintf(`\set after :users - %d - random(0, :users / %d)`, listPageSize, deepSpan) + "\n",
+			params:  listParams,
 		},
 	},
 }
 
+// pgbenchDeclaredAdmins binds CLUSTER_ADMIN_SUBJECTS as the service under
+// measurement binds it (servers.go).
+var pgbenchDeclaredAdmins = "'{" + subject(adminUser) + "}'"
+
+// anyUser makes each request as a random seeded user; asAdmin as the
+// administrator.
+func anyUser(key func() int64) int64 { return key() }
+func asAdmin(func() int64) int64     { return adminUser }
+
 // pooled is a workload's requests: a pool of size, sent in random order.
 func pooled(size int, newReq func(rng *rand.Rand, key func() int64) proto.Message) func(int64, int, *rand.Rand) (requestSource, error) {
+	return pooledAs(size, nil, newReq)
+}
+
+// pooledAs is pooled with each request made as the seeded user caller
+// picks.
+func pooledAs(size int, caller func(key func() int64) int64, newReq func(rng *rand.Rand, key func() int64) proto.Message) func(int64, int, *rand.Rand) (requestSource, error) {
 	return func(n int64, _ int, rng *rand.Rand) (requestSource, error) {
-		reqs, err := pool(size, n, rng, newReq)
+		reqs, err := pool(size, n, rng, caller, newReq)
 		return randomSource{reqs: reqs}, err
 	}
+}
+
+// withParam is params and one more.
+func withParam(params map[string]string, name, expr string) map[string]string {
+	out := maps.Clone(params)
+	out[name] = expr
+	return out
 }
 
 func workloadByName(name string) (workload, bool) {
