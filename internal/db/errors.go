@@ -73,15 +73,15 @@ func IsConflict(err error) bool {
 		(pgErr.Code == pgerrcode.SerializationFailure || pgErr.Code == pgerrcode.DeadlockDetected)
 }
 
-// primaryKey is the users table's primary key constraint (PostgreSQL's
+// PrimaryKey is the users table's primary key constraint (PostgreSQL's
 // default name for it, see sql/migrations).
-const primaryKey = "users_pkey"
+const PrimaryKey = "users_pkey"
 
 // IsDuplicateID reports whether an insert lost because its identity id is
 // taken: the primary key, not the OIDC subject (ResolveOrCreateUser settles
 // that one itself). With local UUIDv7 ids this does not happen; with ids
 // from a remote allocator a retry, which allocates again, may succeed.
-func IsDuplicateID(err error) bool { return isUniqueViolation(err, primaryKey) }
+func IsDuplicateID(err error) bool { return isUniqueViolation(err, PrimaryKey) }
 
 // IsConstraintViolation reports whether the database refused a value that
 // the API's validation should already have refused: a CHECK constraint, an

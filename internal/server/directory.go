@@ -91,7 +91,10 @@ func parsePageToken(token string) (uuid.UUID, bool) {
 	}
 	b, err := base64.RawURLEncoding.DecodeString(token)
 	if err != nil || len(b) != 1+16+4 || b[0] != pageTokenVersion ||
-		binary.BigEndian.Uint32(b[17:]) != crc32.Checksum(b[:17], pageTokenTable) {
+		binary.BigEndian.Uint32(b[17:]) != crc32.Checksum(b[:17], pageTokenTable) ||
+		// The decoder skips line breaks: only the token as pageToken
+		// wrote it is one.
+		base64.RawURLEncoding.EncodeToString(b) != token {
 		return uuid.Nil, false
 	}
 	return uuid.UUID(b[1:17]), true

@@ -189,12 +189,22 @@ func (s *Server) ResolveOrCreateUser(ctx context.Context, req *usersv1.ResolveOr
 		}
 		// The insert lost to a concurrent one (see the query's comment):
 		// a first login of the same subject, whose row is now there to
-		// read, or of another subject that took the same username.
+		// read, or of another subject that took the same username, which
+		// the next attempt sees taken.
 		user, err := s.queries.GetUserByOIDCSubject(ctx, req.GetOidcSubject())
 		if err == nil {
 			return &usersv1.ResolveOrCreateUserResponse{User: userToProto(user), Created: false}, nil
 		}
 		if !db.IsNotFound(err) {
+			return nil, s.toStatus(ctx, err)
+		}
+		// Or the new identity id was taken (the statement's ON CONFLICT
+		// covers every unique index): as toStatus says for an insert that
+		// fails on it.
+		if _, err := s.queries.GetUser(ctx, id); err == nil {
+			s.log.ErrorContext(ctx, "new identity id already taken", "method", "ResolveOrCreateUser", "constraint", db.PrimaryKey)
+			return nil, status.Error(codes.Aborted, "conflict with a concurrent request; retry")
+		} else if !db.IsNotFound(err) {
 			return nil, s.toStatus(ctx, err)
 		}
 		if attempt == maxLoginAttempts {
