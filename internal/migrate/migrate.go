@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/amacneil/dbmate/v2/pkg/dbmate"
 	_ "github.com/amacneil/dbmate/v2/pkg/driver/postgres" // registers the postgres:// scheme
@@ -111,7 +112,7 @@ func withLock(ctx context.Context, databaseURL string, log io.Writer, session ma
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 
-	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", lockKey); err != nil {
+	if err := acquire(ctx, conn); err != nil {
 		return fmt.Errorf("acquire migration lock: %w", err)
 	}
 	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", lockKey) //nolint:errcheck // closing the connection releases it anyway
@@ -128,6 +129,33 @@ func withLock(ctx context.Context, databaseURL string, log io.Writer, session ma
 	m.AutoDumpSchema = false // needs pg_dump, and the schema lives in sql/migrations already
 	m.Log = log
 	return fn(m)
+}
+
+// lockPoll is how often a process waiting for another's migration asks
+// for the lock again.
+const lockPoll = 200 * time.Millisecond
+
+// acquire takes the migration lock on conn, asking every lockPoll until it
+// is free or ctx ends. It does not wait in pg_advisory_lock: a statement
+// blocked there holds its snapshot, and CREATE INDEX CONCURRENTLY, in the
+// migration of the process holding the lock, waits for every older
+// snapshot to go, so the two would wait for each other through the
+// clients, where PostgreSQL sees no deadlock.
+func acquire(ctx context.Context, conn *pgx.Conn) error {
+	for {
+		var got bool
+		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", lockKey).Scan(&got); err != nil {
+			return err
+		}
+		if got {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(lockPoll):
+		}
+	}
 }
 
 // libpqTLSKeys numbers the entries this process puts in lib/pq's registry

@@ -44,31 +44,34 @@ func TestUpDownUp(t *testing.T) {
 	databaseURL := testdb.EmptyURL(t)
 	all := migrationVersions(t)
 
-	steps := []struct {
+	type step struct {
 		name        string
 		run         func(ctx context.Context, databaseURL string, log io.Writer) error
 		want        schema
 		wantPending int
-	}{
-		{
-			name:        "up creates the users table and records every version",
-			run:         migrate.Up,
-			want:        schema{UsersTable: true, Versions: all},
-			wantPending: 0,
-		},
-		{
-			name:        "down drops the users table and forgets the last version",
-			run:         migrate.Down,
-			want:        schema{UsersTable: false, Versions: all[:len(all)-1]},
-			wantPending: 1,
-		},
-		{
-			name:        "up again brings the users table back",
-			run:         migrate.Up,
-			want:        schema{UsersTable: true, Versions: all},
-			wantPending: 0,
-		},
 	}
+	steps := []step{{
+		name:        "up creates the users table and records every version",
+		run:         migrate.Up,
+		want:        schema{UsersTable: true, Versions: all},
+		wantPending: 0,
+	}}
+	// Down, once per migration, undoes each and forgets its version, to
+	// the empty database.
+	for n := len(all) - 1; n >= 0; n-- {
+		steps = append(steps, step{
+			name:        fmt.Sprintf("down forgets %s", all[n]),
+			run:         migrate.Down,
+			want:        schema{UsersTable: n > 0, Versions: all[:n]},
+			wantPending: len(all) - n,
+		})
+	}
+	steps = append(steps, step{
+		name:        "up again brings the users table back",
+		run:         migrate.Up,
+		want:        schema{UsersTable: true, Versions: all},
+		wantPending: 0,
+	})
 	// The steps build on each other: they run in order, and a failed step
 	// stops the rest.
 	for _, step := range steps {
@@ -338,7 +341,7 @@ func TestUpRefusesADatabaseNotInUTF8(t *testing.T) {
 }
 
 // TestDownRefusesToDeleteUsers: rolling back the migration that creates
-// the users table (the latest, for now) refuses while it holds rows, and
+// the users table refuses while it holds rows, and
 // changes nothing, unless forced; the refusal is in the migration's SQL, so
 // it holds for whoever runs it.
 func TestDownRefusesToDeleteUsers(t *testing.T) {
@@ -357,6 +360,14 @@ func TestDownRefusesToDeleteUsers(t *testing.T) {
 	if _, err := conn.Exec(ctx, "INSERT INTO users (identity_id, oidc_subject) VALUES ($1, 'alice')", uuid.New()); err != nil {
 		t.Fatal(err)
 	}
+	// Forced back to the first migration: the later ones' own refusal is
+	// another test's (usernames_test.go).
+	for range all[1:] {
+		if err := migrate.ForceDown(ctx, databaseURL, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all = all[:1]
 	migrated := schema{UsersTable: true, Versions: all}
 
 	t.Run("down refuses and changes nothing", func(t *testing.T) {
