@@ -159,7 +159,7 @@ type DeleteUserRow struct {
 }
 
 // Deletes a user, freeing the username and the subject (a later login of
-// the subject creates a new user). Refused, as by UpdateUserProfile and
+// the subject creates a new user). Refused, as by RevokeClusterRole and
 // for the same reasons, for a declared administrator or the last one.
 // deleted is false and refusal empty when there is no such user.
 func (q *Queries) DeleteUser(ctx context.Context, arg DeleteUserParams) (DeleteUserRow, error) {
@@ -424,6 +424,106 @@ func (q *Queries) ResolveOrCreateUser(ctx context.Context, arg ResolveOrCreateUs
 	return i, err
 }
 
+const revokeClusterRole = `-- name: RevokeClusterRole :one
+WITH target AS (
+    SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
+    FROM users
+    WHERE users.identity_id = $1
+), admins AS (
+    SELECT identity_id
+    FROM users
+    WHERE cluster_role = 'admin'
+    ORDER BY identity_id
+    FOR UPDATE
+), refusal AS (
+    SELECT CASE
+        WHEN t.oidc_subject = ANY($2::text[]) THEN 'declared_admin'
+        WHEN t.cluster_role = 'admin' AND NOT EXISTS (SELECT 1 FROM admins a WHERE a.identity_id <> t.identity_id) THEN 'last_admin'
+    END AS reason
+    FROM target t
+), updated AS (
+    UPDATE users
+    SET name         = COALESCE($3, name),
+        email        = COALESCE($4, email),
+        photo_url    = COALESCE($5, photo_url),
+        nickname     = COALESCE($6, nickname),
+        username     = COALESCE($7, username),
+        cluster_role = NULL,
+        updated_at   = GREATEST(now(), updated_at + interval '1 microsecond')
+    WHERE users.identity_id = $1
+      AND NOT EXISTS (SELECT 1 FROM refusal WHERE reason IS NOT NULL)
+    RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
+)
+SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role, ''::text AS refusal
+FROM updated
+UNION ALL
+SELECT t.identity_id, t.oidc_subject, t.name, t.email, t.photo_url, t.created_at, t.updated_at, t.nickname, t.username, t.email_verified, t.cluster_role, r.reason
+FROM target t, refusal r
+WHERE r.reason IS NOT NULL
+`
+
+type RevokeClusterRoleParams struct {
+	IdentityID     uuid.UUID
+	DeclaredAdmins []string
+	Name           *string
+	Email          *string
+	PhotoUrl       *string
+	Nickname       *string
+	Username       *string
+}
+
+type RevokeClusterRoleRow struct {
+	IdentityID    uuid.UUID
+	OidcSubject   string
+	Name          string
+	Email         string
+	PhotoUrl      string
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+	Nickname      string
+	Username      string
+	EmailVerified bool
+	ClusterRole   *string
+	Refusal       string
+}
+
+// UpdateUser taking the role away, with the other fields as
+// UpdateUserProfile sets them, in one statement. Refused (the row is
+// left as it is, and refusal says why) when the subject is one of
+// declared_admins (CLUSTER_ADMIN_SUBJECTS), or when no other
+// administrator would be left. To count the others without a race, the
+// statement locks every administrator's row first, in id order: of two
+// concurrent demotions of the last two administrators, the second waits
+// for the first, then sees it gone, and is refused. A statement of its
+// own, so that every other update stays a plain UPDATE of one row.
+func (q *Queries) RevokeClusterRole(ctx context.Context, arg RevokeClusterRoleParams) (RevokeClusterRoleRow, error) {
+	row := q.db.QueryRow(ctx, revokeClusterRole,
+		arg.IdentityID,
+		arg.DeclaredAdmins,
+		arg.Name,
+		arg.Email,
+		arg.PhotoUrl,
+		arg.Nickname,
+		arg.Username,
+	)
+	var i RevokeClusterRoleRow
+	err := row.Scan(
+		&i.IdentityID,
+		&i.OidcSubject,
+		&i.Name,
+		&i.Email,
+		&i.PhotoUrl,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.Nickname,
+		&i.Username,
+		&i.EmailVerified,
+		&i.ClusterRole,
+		&i.Refusal,
+	)
+	return i, err
+}
+
 const searchUsers = `-- name: SearchUsers :many
 SELECT identity_id, username, name, photo_url
 FROM users
@@ -475,99 +575,44 @@ func (q *Queries) SearchUsers(ctx context.Context, arg SearchUsersParams) ([]Sea
 }
 
 const updateUserProfile = `-- name: UpdateUserProfile :one
-WITH target AS (
-    SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
-    FROM users
-    WHERE users.identity_id = $1 AND $2::text = ''
-), admins AS (
-    SELECT identity_id
-    FROM users
-    WHERE cluster_role = 'admin' AND $2::text = ''
-    ORDER BY identity_id
-    FOR UPDATE
-), refusal AS (
-    SELECT CASE
-        WHEN t.oidc_subject = ANY($3::text[]) THEN 'declared_admin'
-        WHEN t.cluster_role = 'admin' AND NOT EXISTS (SELECT 1 FROM admins a WHERE a.identity_id <> t.identity_id) THEN 'last_admin'
-    END AS reason
-    FROM target t
-    WHERE $2::text = ''
-), updated AS (
-    UPDATE users
-    SET name         = COALESCE($4, name),
-        email        = COALESCE($5, email),
-        photo_url    = COALESCE($6, photo_url),
-        nickname     = COALESCE($7, nickname),
-        username     = COALESCE($8, username),
-        cluster_role = CASE
-            WHEN $2::text IS NULL THEN users.cluster_role
-            ELSE NULLIF($2::text, '')
-        END,
-        updated_at   = GREATEST(now(), updated_at + interval '1 microsecond')
-    WHERE users.identity_id = $1
-      AND NOT EXISTS (SELECT 1 FROM refusal WHERE reason IS NOT NULL)
-    RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
-)
-SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role, ''::text AS refusal
-FROM updated
-UNION ALL
-SELECT t.identity_id, t.oidc_subject, t.name, t.email, t.photo_url, t.created_at, t.updated_at, t.nickname, t.username, t.email_verified, t.cluster_role, r.reason
-FROM target t, refusal r
-WHERE r.reason IS NOT NULL
+UPDATE users
+SET name         = COALESCE($1, name),
+    email        = COALESCE($2, email),
+    photo_url    = COALESCE($3, photo_url),
+    nickname     = COALESCE($4, nickname),
+    username     = COALESCE($5, username),
+    cluster_role = COALESCE($6, cluster_role),
+    updated_at   = GREATEST(now(), updated_at + interval '1 microsecond')
+WHERE identity_id = $7
+RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
 `
 
 type UpdateUserProfileParams struct {
-	IdentityID     uuid.UUID
-	ClusterRole    *string
-	DeclaredAdmins []string
-	Name           *string
-	Email          *string
-	PhotoUrl       *string
-	Nickname       *string
-	Username       *string
+	Name        *string
+	Email       *string
+	PhotoUrl    *string
+	Nickname    *string
+	Username    *string
+	ClusterRole *string
+	IdentityID  uuid.UUID
 }
 
-type UpdateUserProfileRow struct {
-	IdentityID    uuid.UUID
-	OidcSubject   string
-	Name          string
-	Email         string
-	PhotoUrl      string
-	CreatedAt     time.Time
-	UpdatedAt     time.Time
-	Nickname      string
-	Username      string
-	EmailVerified bool
-	ClusterRole   *string
-	Refusal       string
-}
-
-// UpdateUser and UpdateMe, in one statement whatever they change. A NULL
-// argument keeps the stored value; any other value, the empty string
-// included, replaces it. cluster_role: NULL keeps the role, 'admin'
-// grants it, ” takes it away. updated_at moves forward even if the
+// UpdateUser and UpdateMe, unless the role is taken away (see
+// RevokeClusterRole). A NULL argument keeps the stored value; any other
+// value, the empty string included, replaces it; cluster_role is NULL or
+// 'admin', which grants it. updated_at moves forward even if the
 // server's clock has stepped back since the last write.
-// Taking the role from an administrator is refused (the row is left as
-// it is, and refusal says why) when the subject is one of
-// declared_admins (CLUSTER_ADMIN_SUBJECTS), or when no other
-// administrator would be left. To count the others without a race, the
-// statement locks every administrator's row first, in id order: of two
-// concurrent demotions of the last two administrators, the second waits
-// for the first, then sees it gone, and is refused. Any other update
-// reads and locks only its own row: target and admins are read only when
-// revoking.
-func (q *Queries) UpdateUserProfile(ctx context.Context, arg UpdateUserProfileParams) (UpdateUserProfileRow, error) {
+func (q *Queries) UpdateUserProfile(ctx context.Context, arg UpdateUserProfileParams) (User, error) {
 	row := q.db.QueryRow(ctx, updateUserProfile,
-		arg.IdentityID,
-		arg.ClusterRole,
-		arg.DeclaredAdmins,
 		arg.Name,
 		arg.Email,
 		arg.PhotoUrl,
 		arg.Nickname,
 		arg.Username,
+		arg.ClusterRole,
+		arg.IdentityID,
 	)
-	var i UpdateUserProfileRow
+	var i User
 	err := row.Scan(
 		&i.IdentityID,
 		&i.OidcSubject,
@@ -580,7 +625,6 @@ func (q *Queries) UpdateUserProfile(ctx context.Context, arg UpdateUserProfilePa
 		&i.Username,
 		&i.EmailVerified,
 		&i.ClusterRole,
-		&i.Refusal,
 	)
 	return i, err
 }

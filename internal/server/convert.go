@@ -74,9 +74,9 @@ func resolvedUser(r db.ResolveOrCreateUserRow) db.User {
 	}
 }
 
-// updatedUser is the user of UpdateUserProfile's row, which carries the
+// revokedUser is the user of RevokeClusterRole's row, which carries the
 // user's columns plus a refusal.
-func updatedUser(r db.UpdateUserProfileRow) db.User {
+func revokedUser(r db.RevokeClusterRoleRow) db.User {
 	return db.User{
 		IdentityID:    r.IdentityID,
 		OidcSubject:   r.OidcSubject,

@@ -37,9 +37,9 @@ func (s *Server) UpdateMe(ctx context.Context, req *usersv1.UpdateMeRequest) (*u
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	user, err := s.updateProfile(ctx, db.UpdateUserProfileParams{IdentityID: id, Name: req.Name, Username: req.Username})
+	user, err := s.queries.UpdateUserProfile(ctx, db.UpdateUserProfileParams{IdentityID: id, Name: req.Name, Username: req.Username})
 	if err != nil {
-		return nil, err
+		return nil, s.toStatus(ctx, err)
 	}
 	return &usersv1.UpdateMeResponse{User: userToProto(user), ClusterRole: s.roleOf(user)}, nil
 }

@@ -310,34 +310,44 @@ func (s *Server) UpdateUser(ctx context.Context, req *usersv1.UpdateUserRequest)
 		if err := s.requireAdmin(ctx); err != nil {
 			return nil, err
 		}
-		role := ""
-		if r := storedRole(req.GetClusterRole()); r != nil {
-			role = *r
+		params.ClusterRole = storedRole(req.GetClusterRole())
+		if params.ClusterRole == nil {
+			user, err := s.revokeClusterRole(ctx, params)
+			if err != nil {
+				return nil, err
+			}
+			return &usersv1.UpdateUserResponse{User: userToProto(user)}, nil
 		}
-		params.ClusterRole = &role
 	}
-	user, err := s.updateProfile(ctx, params)
+	user, err := s.queries.UpdateUserProfile(ctx, params)
 	if err != nil {
-		return nil, err
+		return nil, s.toStatus(ctx, err)
 	}
 	return &usersv1.UpdateUserResponse{User: userToProto(user)}, nil
 }
 
-// updateProfile runs UpdateUserProfile and turns a refusal into its
-// status.
-func (s *Server) updateProfile(ctx context.Context, params db.UpdateUserProfileParams) (db.User, error) {
-	params.DeclaredAdmins = s.declaredList
-	row, err := s.queries.UpdateUserProfile(ctx, params)
+// revokeClusterRole runs an UpdateUser that takes the role away, and
+// turns a refusal into its status.
+func (s *Server) revokeClusterRole(ctx context.Context, p db.UpdateUserProfileParams) (db.User, error) {
+	row, err := s.queries.RevokeClusterRole(ctx, db.RevokeClusterRoleParams{
+		IdentityID:     p.IdentityID,
+		DeclaredAdmins: s.declaredList,
+		Name:           p.Name,
+		Email:          p.Email,
+		PhotoUrl:       p.PhotoUrl,
+		Nickname:       p.Nickname,
+		Username:       p.Username,
+	})
 	if err != nil {
 		return db.User{}, s.toStatus(ctx, err)
 	}
 	if err := refused(row.Refusal, "demote"); err != nil {
 		return db.User{}, err
 	}
-	return updatedUser(row), nil
+	return revokedUser(row), nil
 }
 
-// refused is the status of a refusal that UpdateUserProfile or DeleteUser
+// refused is the status of a refusal that RevokeClusterRole or DeleteUser
 // returned ("" is none); action is what was refused.
 func refused(refusal, action string) error {
 	switch refusal {

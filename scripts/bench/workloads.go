@@ -230,7 +230,6 @@ FROM generate_series(1, ` + strconv.Itoa(batchSize) + `) \gset
 			params: map[string]string{
 				"identity_id": uuidFromNumber, "email": "NULL::text", "photo_url": "NULL::text",
 				"nickname": "NULL::text", "username": "NULL::text", "cluster_role": "NULL::text",
-				"declared_admins": pgbenchDeclaredAdmins,
 			},
 		},
 	},

@@ -79,28 +79,40 @@ FROM users
 LIMIT 0;
 
 -- name: UpdateUserProfile :one
--- UpdateUser and UpdateMe, in one statement whatever they change. A NULL
--- argument keeps the stored value; any other value, the empty string
--- included, replaces it. cluster_role: NULL keeps the role, 'admin'
--- grants it, '' takes it away. updated_at moves forward even if the
+-- UpdateUser and UpdateMe, unless the role is taken away (see
+-- RevokeClusterRole). A NULL argument keeps the stored value; any other
+-- value, the empty string included, replaces it; cluster_role is NULL or
+-- 'admin', which grants it. updated_at moves forward even if the
 -- server's clock has stepped back since the last write.
--- Taking the role from an administrator is refused (the row is left as
--- it is, and refusal says why) when the subject is one of
+UPDATE users
+SET name         = COALESCE(sqlc.narg(name), name),
+    email        = COALESCE(sqlc.narg(email), email),
+    photo_url    = COALESCE(sqlc.narg(photo_url), photo_url),
+    nickname     = COALESCE(sqlc.narg(nickname), nickname),
+    username     = COALESCE(sqlc.narg(username), username),
+    cluster_role = COALESCE(sqlc.narg(cluster_role), cluster_role),
+    updated_at   = GREATEST(now(), updated_at + interval '1 microsecond')
+WHERE identity_id = @identity_id
+RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role;
+
+-- name: RevokeClusterRole :one
+-- UpdateUser taking the role away, with the other fields as
+-- UpdateUserProfile sets them, in one statement. Refused (the row is
+-- left as it is, and refusal says why) when the subject is one of
 -- declared_admins (CLUSTER_ADMIN_SUBJECTS), or when no other
 -- administrator would be left. To count the others without a race, the
 -- statement locks every administrator's row first, in id order: of two
 -- concurrent demotions of the last two administrators, the second waits
--- for the first, then sees it gone, and is refused. Any other update
--- reads and locks only its own row: target and admins are read only when
--- revoking.
+-- for the first, then sees it gone, and is refused. A statement of its
+-- own, so that every other update stays a plain UPDATE of one row.
 WITH target AS (
     SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
     FROM users
-    WHERE users.identity_id = @identity_id AND sqlc.narg(cluster_role)::text = ''
+    WHERE users.identity_id = @identity_id
 ), admins AS (
     SELECT identity_id
     FROM users
-    WHERE cluster_role = 'admin' AND sqlc.narg(cluster_role)::text = ''
+    WHERE cluster_role = 'admin'
     ORDER BY identity_id
     FOR UPDATE
 ), refusal AS (
@@ -109,7 +121,6 @@ WITH target AS (
         WHEN t.cluster_role = 'admin' AND NOT EXISTS (SELECT 1 FROM admins a WHERE a.identity_id <> t.identity_id) THEN 'last_admin'
     END AS reason
     FROM target t
-    WHERE sqlc.narg(cluster_role)::text = ''
 ), updated AS (
     UPDATE users
     SET name         = COALESCE(sqlc.narg(name), name),
@@ -117,10 +128,7 @@ WITH target AS (
         photo_url    = COALESCE(sqlc.narg(photo_url), photo_url),
         nickname     = COALESCE(sqlc.narg(nickname), nickname),
         username     = COALESCE(sqlc.narg(username), username),
-        cluster_role = CASE
-            WHEN sqlc.narg(cluster_role)::text IS NULL THEN users.cluster_role
-            ELSE NULLIF(sqlc.narg(cluster_role)::text, '')
-        END,
+        cluster_role = NULL,
         updated_at   = GREATEST(now(), updated_at + interval '1 microsecond')
     WHERE users.identity_id = @identity_id
       AND NOT EXISTS (SELECT 1 FROM refusal WHERE reason IS NOT NULL)
@@ -147,7 +155,7 @@ RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated
 
 -- name: DeleteUser :one
 -- Deletes a user, freeing the username and the subject (a later login of
--- the subject creates a new user). Refused, as by UpdateUserProfile and
+-- the subject creates a new user). Refused, as by RevokeClusterRole and
 -- for the same reasons, for a declared administrator or the last one.
 -- deleted is false and refusal empty when there is no such user.
 WITH target AS (
