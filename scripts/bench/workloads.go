@@ -303,10 +303,6 @@ FROM generate_series(1, ` + strconv.Itoa(batchSize) + `) \gset
 	},
 }
 
-// pgbenchDeclaredAdmins binds CLUSTER_ADMIN_SUBJECTS as the service under
-// measurement binds it (servers.go).
-var pgbenchDeclaredAdmins = "'{" + subject(adminUser) + "}'"
-
 // anyUser makes each request as a random seeded user; asAdmin as the
 // administrator.
 func anyUser(key func() int64) int64 { return key() }
