@@ -2,11 +2,14 @@ package db
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	pgxuuid "github.com/vgarvardt/pgx-google-uuid/v5"
 )
@@ -52,6 +55,7 @@ func NewPool(ctx context.Context, url string, opts PoolOptions) (*pgxpool.Pool, 
 	// that as binary, parse it back; a third of a 100-id batch's CPU.
 	cfg.AfterConnect = func(_ context.Context, conn *pgx.Conn) error {
 		pgxuuid.Register(conn.TypeMap())
+		conn.TypeMap().RegisterType(&pgtype.Type{Name: "uuid", OID: pgtype.UUIDOID, Codec: uuidCodec{}})
 		return nil
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
@@ -85,3 +89,33 @@ func setsPoolMaxConns(connString string) (bool, error) {
 // limit is shared by every replica, and a pod scheduled on a large node
 // must not claim more of it than one on a small node.
 const DefaultMaxConns = 16
+
+// uuidCodec is pgx-google-uuid's codec, which also scans a binary uuid
+// straight into a uuid.UUID. pgx-google-uuid does that with a scan
+// wrapper, but pgx tries a target's sql.Scanner first, and uuid.UUID is
+// one: every uuid read went through its text form, formatted by the codec
+// and parsed back by uuid.Parse.
+type uuidCodec struct{ pgxuuid.UUIDCodec }
+
+func (c uuidCodec) PlanScan(m *pgtype.Map, oid uint32, format int16, target any) pgtype.ScanPlan {
+	if _, ok := target.(*uuid.UUID); ok && format == pgtype.BinaryFormatCode {
+		return scanBinaryUUID{}
+	}
+	return c.UUIDCodec.PlanScan(m, oid, format, target)
+}
+
+// scanBinaryUUID copies the 16 bytes. NULL is an error, where uuid.UUID's
+// own Scan would leave the nil UUID: no column the service reads into one
+// is nullable.
+type scanBinaryUUID struct{}
+
+func (scanBinaryUUID) Scan(src []byte, dst any) error {
+	if src == nil {
+		return errors.New("cannot scan NULL into *uuid.UUID")
+	}
+	if len(src) != len(uuid.UUID{}) {
+		return fmt.Errorf("a binary uuid has 16 bytes, got %d", len(src))
+	}
+	copy(dst.(*uuid.UUID)[:], src)
+	return nil
+}
