@@ -98,7 +98,8 @@ func runMigrate(ctx context.Context, cfg config.Config, action string) error {
 // serve runs the gRPC server until ctx is cancelled (SIGINT/SIGTERM), then
 // shuts down in order: health NOT_SERVING, calls still served for
 // cfg.DrainDelay, in-flight RPCs drain for up to cfg.ShutdownTimeout, the
-// admin listener and the database pools close. Each resource is closed
+// API tokens' last uses are written, the admin listener and the database
+// pools close. Each resource is closed
 // where it is created, by a defer that also covers an early return.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	// Configuration is loaded and validated (config.Load); what remains
@@ -154,6 +155,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	defer stopWatch()
 	go watch.Run(watchCtx)
 	go promoteDeclaredAdmins(watchCtx, users, log)
+	go users.RecordTokenUse(watchCtx, tokenUseInterval)
 
 	// Listeners, and the admin HTTP server: up before gRPC serves and down
 	// after it, so that readiness and metrics are there for the whole life
@@ -191,7 +193,23 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	drain(srv, healthSrv, cfg.ShutdownTimeout, log)
+	flushTokenUse(ctx, users, cfg.DBTimeout, log)
 	return nil
+}
+
+// tokenUseInterval is how often the API tokens' last uses are written: at
+// most this much of last_used_at is lost if the process dies without its
+// shutdown (which writes what is left).
+const tokenUseInterval = time.Second
+
+// flushTokenUse writes the token uses still in memory, once the drain
+// has ended every call, within timeout.
+func flushTokenUse(ctx context.Context, users *server.Server, timeout time.Duration, log *slog.Logger) {
+	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	if err := users.FlushTokenUse(flushCtx); err != nil {
+		log.Warn("API tokens' last uses lost at exit", "error", err)
+	}
 }
 
 // setMemoryLimit sets a soft memory limit at 90% of the container's memory

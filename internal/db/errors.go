@@ -120,3 +120,34 @@ func isUniqueViolation(err error, constraint string) bool {
 	return errors.As(err, &pgErr) &&
 		pgErr.Code == pgerrcode.UniqueViolation && pgErr.ConstraintName == constraint
 }
+
+// tokenOwnerKey is api_tokens' foreign key to users (PostgreSQL's default
+// name for it, see sql/migrations).
+const tokenOwnerKey = "api_tokens_identity_id_fkey"
+
+// IsUnknownOwner reports whether a token insert failed because no user
+// has its owner's identity id.
+func IsUnknownOwner(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) &&
+		pgErr.Code == pgerrcode.ForeignKeyViolation && pgErr.ConstraintName == tokenOwnerKey
+}
+
+// The SQLSTATEs of api_tokens' per-user caps (see sql/migrations).
+const (
+	tooManyLiveTokens = "UT001"
+	tooManyTokens     = "UT002"
+)
+
+// IsTooManyLiveTokens reports whether a token insert was refused because
+// its owner holds the most live tokens allowed.
+func IsTooManyLiveTokens(err error) bool { return hasCode(err, tooManyLiveTokens) }
+
+// IsTooManyTokens reports whether a token insert was refused because its
+// owner holds the most tokens allowed, expired ones included.
+func IsTooManyTokens(err error) bool { return hasCode(err, tooManyTokens) }
+
+func hasCode(err error, code string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == code
+}

@@ -10,6 +10,17 @@ import (
 	"github.com/google/uuid"
 )
 
+type APIToken struct {
+	ID          uuid.UUID
+	IdentityID  uuid.UUID
+	Name        string
+	TokenHash   string
+	TokenPrefix string
+	ExpiresAt   *time.Time
+	CreatedAt   time.Time
+	LastUsedAt  *time.Time
+}
+
 type User struct {
 	IdentityID    uuid.UUID
 	OidcSubject   string

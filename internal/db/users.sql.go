@@ -58,18 +58,61 @@ func (q *Queries) BatchGetUsers(ctx context.Context, identityIds []uuid.UUID) ([
 }
 
 const checkSchema = `-- name: CheckSchema :exec
-SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
-FROM users
+SELECT u.identity_id, u.oidc_subject, u.name, u.email, u.photo_url, u.created_at, u.updated_at, u.nickname, u.username, u.email_verified, u.cluster_role,
+       t.id, t.identity_id, t.name, t.token_hash, t.token_prefix, t.expires_at, t.created_at, t.last_used_at
+FROM users u, api_tokens t
 LIMIT 0
 `
 
 // Readiness, every 2 s on a connection of its own: reads no row, but
-// PostgreSQL must resolve every column the queries above read, so it fails
-// (undefined table or column) on a schema the service cannot serve, as it
-// does when the database is unreachable.
+// PostgreSQL must resolve every column the queries in this file read, so
+// it fails (undefined table or column) on a schema the service cannot
+// serve, as it does when the database is unreachable.
 func (q *Queries) CheckSchema(ctx context.Context) error {
 	_, err := q.db.Exec(ctx, checkSchema)
 	return err
+}
+
+const createAPIToken = `-- name: CreateAPIToken :one
+INSERT INTO api_tokens (id, identity_id, name, token_hash, token_prefix, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING id, identity_id, name, token_hash, token_prefix, expires_at, created_at, last_used_at
+`
+
+type CreateAPITokenParams struct {
+	ID          uuid.UUID
+	IdentityID  uuid.UUID
+	Name        string
+	TokenHash   string
+	TokenPrefix string
+	ExpiresAt   *time.Time
+}
+
+// A new personal API token: its SHA-256 and prefix, never the token. The
+// table's trigger refuses a user's 101st live token, and 1001st in all
+// (see sql/migrations), whatever else is inserting that user's tokens at
+// the same moment; an unknown owner fails on the foreign key.
+func (q *Queries) CreateAPIToken(ctx context.Context, arg CreateAPITokenParams) (APIToken, error) {
+	row := q.db.QueryRow(ctx, createAPIToken,
+		arg.ID,
+		arg.IdentityID,
+		arg.Name,
+		arg.TokenHash,
+		arg.TokenPrefix,
+		arg.ExpiresAt,
+	)
+	var i APIToken
+	err := row.Scan(
+		&i.ID,
+		&i.IdentityID,
+		&i.Name,
+		&i.TokenHash,
+		&i.TokenPrefix,
+		&i.ExpiresAt,
+		&i.CreatedAt,
+		&i.LastUsedAt,
+	)
+	return i, err
 }
 
 const createUser = `-- name: CreateUser :one
@@ -262,6 +305,44 @@ func (q *Queries) GetUsersByOIDCSubjects(ctx context.Context, oidcSubjects []str
 	return items, nil
 }
 
+const listAPITokens = `-- name: ListAPITokens :many
+SELECT id, identity_id, name, token_hash, token_prefix, expires_at, created_at, last_used_at
+FROM api_tokens
+WHERE identity_id = $1
+ORDER BY created_at DESC, id DESC
+`
+
+// A user's tokens, expired ones included, newest first: the owner index,
+// read in order.
+func (q *Queries) ListAPITokens(ctx context.Context, identityID uuid.UUID) ([]APIToken, error) {
+	rows, err := q.db.Query(ctx, listAPITokens, identityID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []APIToken
+	for rows.Next() {
+		var i APIToken
+		if err := rows.Scan(
+			&i.ID,
+			&i.IdentityID,
+			&i.Name,
+			&i.TokenHash,
+			&i.TokenPrefix,
+			&i.ExpiresAt,
+			&i.CreatedAt,
+			&i.LastUsedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listUsers = `-- name: ListUsers :many
 SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
 FROM users
@@ -327,6 +408,91 @@ func (q *Queries) PromoteDeclaredAdmins(ctx context.Context, subjects []string) 
 		return 0, err
 	}
 	return result.RowsAffected(), nil
+}
+
+const recordAPITokenUse = `-- name: RecordAPITokenUse :exec
+UPDATE api_tokens
+SET last_used_at = GREATEST(api_tokens.last_used_at, used.at)
+FROM (SELECT unnest($1::uuid[]) AS id, unnest($2::timestamptz[]) AS at) AS used
+WHERE api_tokens.id = used.id
+`
+
+type RecordAPITokenUseParams struct {
+	Ids    []uuid.UUID
+	UsedAt []time.Time
+}
+
+// The last uses of every token resolved since the previous flush, one
+// statement for all of them, every second or so (see internal/lastused).
+// GREATEST keeps the latest of this replica's use and another's; a token
+// revoked meanwhile has no row left to update. The two arrays are as long
+// as each other, so the two unnests pair them up, row by row.
+func (q *Queries) RecordAPITokenUse(ctx context.Context, arg RecordAPITokenUseParams) error {
+	_, err := q.db.Exec(ctx, recordAPITokenUse, arg.Ids, arg.UsedAt)
+	return err
+}
+
+const resolveAPIToken = `-- name: ResolveAPIToken :one
+SELECT id, identity_id, name, token_hash, token_prefix, expires_at, created_at, last_used_at
+FROM api_tokens
+WHERE token_hash = $1
+`
+
+// The gateway's hot path: one probe of the unique hash index. It only
+// reads; the service records last_used_at in memory and writes it with
+// RecordAPITokenUse.
+func (q *Queries) ResolveAPIToken(ctx context.Context, tokenHash string) (APIToken, error) {
+	row := q.db.QueryRow(ctx, resolveAPIToken, tokenHash)
+	var i APIToken
+	err := row.Scan(
+		&i.ID,
+		&i.IdentityID,
+		&i.Name,
+		&i.TokenHash,
+		&i.TokenPrefix,
+		&i.ExpiresAt,
+		&i.CreatedAt,
+		&i.LastUsedAt,
+	)
+	return i, err
+}
+
+const resolveAPITokens = `-- name: ResolveAPITokens :many
+SELECT id, identity_id, name, token_hash, token_prefix, expires_at, created_at, last_used_at
+FROM api_tokens
+WHERE token_hash = ANY($1::text[])
+`
+
+// The tokens with these hashes, each once, in no particular order: what
+// concurrent ResolveAPIToken calls queued behind the running ones are
+// read with, at once (see internal/coalesce).
+func (q *Queries) ResolveAPITokens(ctx context.Context, tokenHashes []string) ([]APIToken, error) {
+	rows, err := q.db.Query(ctx, resolveAPITokens, tokenHashes)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []APIToken
+	for rows.Next() {
+		var i APIToken
+		if err := rows.Scan(
+			&i.ID,
+			&i.IdentityID,
+			&i.Name,
+			&i.TokenHash,
+			&i.TokenPrefix,
+			&i.ExpiresAt,
+			&i.CreatedAt,
+			&i.LastUsedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const resolveOrCreateUser = `-- name: ResolveOrCreateUser :one
@@ -422,6 +588,27 @@ func (q *Queries) ResolveOrCreateUser(ctx context.Context, arg ResolveOrCreateUs
 		&i.Created,
 	)
 	return i, err
+}
+
+const revokeAPIToken = `-- name: RevokeAPIToken :execrows
+DELETE FROM api_tokens
+WHERE id = $1 AND identity_id = $2
+`
+
+type RevokeAPITokenParams struct {
+	ID         uuid.UUID
+	IdentityID uuid.UUID
+}
+
+// Revoking deletes the row, so that the token resolves no more, on every
+// replica, from the commit on. No row for a token that is unknown or
+// someone else's: the service answers both alike.
+func (q *Queries) RevokeAPIToken(ctx context.Context, arg RevokeAPITokenParams) (int64, error) {
+	result, err := q.db.Exec(ctx, revokeAPIToken, arg.ID, arg.IdentityID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
 const revokeClusterRole = `-- name: RevokeClusterRole :one

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"time"
+
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -125,6 +127,26 @@ func directoryEntries(rows []db.SearchUsersRow) []*usersv1.UserDirectoryEntry {
 			Name:       r.Name,
 			PhotoUrl:   r.PhotoUrl,
 		}
+	}
+	return out
+}
+
+// tokenToProto is the one place a token row becomes an API token, with
+// lastUsed as its last use (the row's own, or a later one not yet
+// written). The hash stays behind.
+func tokenToProto(t db.APIToken, lastUsed *time.Time) *usersv1.APIToken {
+	out := &usersv1.APIToken{
+		Id:          t.ID.String(),
+		IdentityId:  t.IdentityID.String(),
+		Name:        t.Name,
+		TokenPrefix: t.TokenPrefix,
+		CreatedAt:   timestamppb.New(t.CreatedAt),
+	}
+	if t.ExpiresAt != nil {
+		out.ExpiresAt = timestamppb.New(*t.ExpiresAt)
+	}
+	if lastUsed != nil {
+		out.LastUsedAt = timestamppb.New(*lastUsed)
 	}
 	return out
 }

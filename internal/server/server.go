@@ -2,13 +2,14 @@
 // validates the request, calls one generated query, and converts the row or
 // the error. Everything the service does to the database is in
 // sql/queries/users.sql. This file has the five RPCs of the first v1;
-// me.go, directory.go and provisioning.go the later ones; caller.go who
-// the caller is and what it may do.
+// me.go, directory.go and provisioning.go the later ones; tokens.go the
+// personal API tokens; caller.go who the caller is and what it may do.
 package server
 
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,6 +20,7 @@ import (
 	"github.com/agynio/users/internal/db"
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
 	"github.com/agynio/users/internal/identity"
+	"github.com/agynio/users/internal/lastused"
 )
 
 // Server serves UsersService from a PostgreSQL database.
@@ -44,7 +46,21 @@ type Server struct {
 	byID      *coalesce.Loader[uuid.UUID, uuid.UUID, db.User]
 	bySubject *coalesce.Loader[string, string, db.User]
 	logins    *coalesce.Loader[db.ResolveOrCreateUserParams, string, db.ResolveOrCreateUserRow]
+	// ResolveAPIToken's reads, by token hash, coalesced as GetUser's are,
+	// and the uses they record, written in batches.
+	tokens *coalesce.Loader[string, string, db.APIToken]
+	usage  *lastused.Recorder
+
+	// now is the clock tokens expire by; tests set another.
+	now func() time.Time
 }
+
+// The per-user caps on API tokens, which the api_tokens table's trigger
+// enforces (see sql/migrations).
+const (
+	MaxLiveTokens = 100
+	MaxTokens     = 1000
+)
 
 // DefaultReadsInFlight is how many point reads of one kind (GetUser, or
 // GetUserByOIDCSubject) run their statement at once before further ones
@@ -141,6 +157,19 @@ func New(conn db.DBTX, ids identity.Allocator, log *slog.Logger, opts ...Handler
 			Limit:      1,
 			MaxBatch:   maxBatchIDs,
 		}),
+		tokens: coalesce.New(coalesce.Config[string, string, db.APIToken]{
+			One:        q.ResolveAPIToken,
+			Many:       q.ResolveAPITokens,
+			RequestKey: func(hash string) string { return hash },
+			ValueKey:   func(t db.APIToken) string { return t.TokenHash },
+			Missing:    db.ErrNotFound,
+			Limit:      o.readsInFlight,
+			MaxBatch:   maxBatchIDs,
+		}),
+		usage: lastused.New(func(ctx context.Context, ids []uuid.UUID, at []time.Time) error {
+			return q.RecordAPITokenUse(ctx, db.RecordAPITokenUseParams{Ids: ids, UsedAt: at})
+		}),
+		now: time.Now,
 	}
 }
 

@@ -1,10 +1,14 @@
 package server
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/mail"
 	"net/url"
 	"strings"
+	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -12,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
 )
@@ -25,6 +30,7 @@ const (
 	maxBatchIDs    = 100
 	maxNickname    = 256
 	maxUsername    = 32
+	maxTokenName   = 100
 )
 
 // Bounds of the directory and the listing.
@@ -255,4 +261,48 @@ func (v *violations) pageSize(field string, n int32) int32 {
 		return maxPageSize
 	}
 	return n
+}
+
+// tokenName is an API token's name: 1 to maxTokenName characters, none
+// of them a control character (names are shown in lists and terminals).
+func (v *violations) tokenName(field, s string) {
+	if s == "" {
+		v.add(field, "is required")
+		return
+	}
+	if !v.text(field, s, maxTokenName) {
+		return
+	}
+	if strings.IndexFunc(s, unicode.IsControl) >= 0 {
+		v.add(field, "must not contain control characters")
+	}
+}
+
+// futureTime is ts, which must be a valid timestamp after now.
+func (v *violations) futureTime(field string, ts *timestamppb.Timestamp, now time.Time) *time.Time {
+	if err := ts.CheckValid(); err != nil {
+		v.add(field, "must be a valid timestamp between years 1 and 9999")
+		return nil
+	}
+	t := ts.AsTime()
+	if !t.After(now) {
+		v.add(field, "must be in the future")
+		return nil
+	}
+	return &t
+}
+
+// tokenHash is a token's SHA-256 as the database stores it, 64 lowercase
+// hex digits; upper-case digits are taken too. The description never
+// quotes the value: a hash is as secret as its token.
+func (v *violations) tokenHash(field, s string) string {
+	if len(s) != sha256.Size*2 {
+		v.add(field, "must be the token's SHA-256 as 64 hex digits, got %d characters", utf8.RuneCountInString(s))
+		return ""
+	}
+	if _, err := hex.DecodeString(s); err != nil {
+		v.add(field, "must be the token's SHA-256 as 64 hex digits")
+		return ""
+	}
+	return strings.ToLower(s)
 }

@@ -35,6 +35,10 @@ var wantMethods = []string{
 	"ListUsers(ListUsersRequest) ListUsersResponse",
 	"CreateUser(CreateUserRequest) CreateUserResponse",
 	"DeleteUser(DeleteUserRequest) DeleteUserResponse",
+	"CreateAPIToken(CreateAPITokenRequest) CreateAPITokenResponse",
+	"ListAPITokens(ListAPITokensRequest) ListAPITokensResponse",
+	"RevokeAPIToken(RevokeAPITokenRequest) RevokeAPITokenResponse",
+	"ResolveAPIToken(ResolveAPITokenRequest) ResolveAPITokenResponse",
 }
 
 func TestWireContractIsPinned(t *testing.T) {

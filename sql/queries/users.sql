@@ -71,11 +71,12 @@ WHERE oidc_subject = ANY(@oidc_subjects::text[]);
 
 -- name: CheckSchema :exec
 -- Readiness, every 2 s on a connection of its own: reads no row, but
--- PostgreSQL must resolve every column the queries above read, so it fails
--- (undefined table or column) on a schema the service cannot serve, as it
--- does when the database is unreachable.
-SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
-FROM users
+-- PostgreSQL must resolve every column the queries in this file read, so
+-- it fails (undefined table or column) on a schema the service cannot
+-- serve, as it does when the database is unreachable.
+SELECT u.identity_id, u.oidc_subject, u.name, u.email, u.photo_url, u.created_at, u.updated_at, u.nickname, u.username, u.email_verified, u.cluster_role,
+       t.id, t.identity_id, t.name, t.token_hash, t.token_prefix, t.expires_at, t.created_at, t.last_used_at
+FROM users u, api_tokens t
 LIMIT 0;
 
 -- name: UpdateUserProfile :one
@@ -213,3 +214,54 @@ FROM users
 WHERE identity_id > @after
 ORDER BY identity_id
 LIMIT @max;
+
+-- name: CreateAPIToken :one
+-- A new personal API token: its SHA-256 and prefix, never the token. The
+-- table's trigger refuses a user's 101st live token, and 1001st in all
+-- (see sql/migrations), whatever else is inserting that user's tokens at
+-- the same moment; an unknown owner fails on the foreign key.
+INSERT INTO api_tokens (id, identity_id, name, token_hash, token_prefix, expires_at)
+VALUES (@id, @identity_id, @name, @token_hash, @token_prefix, sqlc.narg(expires_at))
+RETURNING id, identity_id, name, token_hash, token_prefix, expires_at, created_at, last_used_at;
+
+-- name: ListAPITokens :many
+-- A user's tokens, expired ones included, newest first: the owner index,
+-- read in order.
+SELECT id, identity_id, name, token_hash, token_prefix, expires_at, created_at, last_used_at
+FROM api_tokens
+WHERE identity_id = @identity_id
+ORDER BY created_at DESC, id DESC;
+
+-- name: RevokeAPIToken :execrows
+-- Revoking deletes the row, so that the token resolves no more, on every
+-- replica, from the commit on. No row for a token that is unknown or
+-- someone else's: the service answers both alike.
+DELETE FROM api_tokens
+WHERE id = @id AND identity_id = @identity_id;
+
+-- name: ResolveAPIToken :one
+-- The gateway's hot path: one probe of the unique hash index. It only
+-- reads; the service records last_used_at in memory and writes it with
+-- RecordAPITokenUse.
+SELECT id, identity_id, name, token_hash, token_prefix, expires_at, created_at, last_used_at
+FROM api_tokens
+WHERE token_hash = @token_hash;
+
+-- name: ResolveAPITokens :many
+-- The tokens with these hashes, each once, in no particular order: what
+-- concurrent ResolveAPIToken calls queued behind the running ones are
+-- read with, at once (see internal/coalesce).
+SELECT id, identity_id, name, token_hash, token_prefix, expires_at, created_at, last_used_at
+FROM api_tokens
+WHERE token_hash = ANY(@token_hashes::text[]);
+
+-- name: RecordAPITokenUse :exec
+-- The last uses of every token resolved since the previous flush, one
+-- statement for all of them, every second or so (see internal/lastused).
+-- GREATEST keeps the latest of this replica's use and another's; a token
+-- revoked meanwhile has no row left to update. The two arrays are as long
+-- as each other, so the two unnests pair them up, row by row.
+UPDATE api_tokens
+SET last_used_at = GREATEST(api_tokens.last_used_at, used.at)
+FROM (SELECT unnest(@ids::uuid[]) AS id, unnest(@used_at::timestamptz[]) AS at) AS used
+WHERE api_tokens.id = used.id;

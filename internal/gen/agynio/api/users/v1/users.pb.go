@@ -1443,6 +1443,469 @@ func (*DeleteUserResponse) Descriptor() ([]byte, []int) {
 	return file_agynio_api_users_v1_users_proto_rawDescGZIP(), []int{24}
 }
 
+// APIToken is a personal API token, without its secret: the service keeps
+// only the token's SHA-256.
+type APIToken struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	IdentityId string                 `protobuf:"bytes,2,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	Name       string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// token_prefix is the token's first 8 characters, to tell tokens apart.
+	TokenPrefix string `protobuf:"bytes,4,opt,name=token_prefix,json=tokenPrefix,proto3" json:"token_prefix,omitempty"`
+	// Unset: the token does not expire.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Unset: never used.
+	LastUsedAt    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_used_at,json=lastUsedAt,proto3" json:"last_used_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *APIToken) Reset() {
+	*x = APIToken{}
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *APIToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*APIToken) ProtoMessage() {}
+
+func (x *APIToken) ProtoReflect() protoreflect.Message {
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use APIToken.ProtoReflect.Descriptor instead.
+func (*APIToken) Descriptor() ([]byte, []int) {
+	return file_agynio_api_users_v1_users_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *APIToken) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *APIToken) GetIdentityId() string {
+	if x != nil {
+		return x.IdentityId
+	}
+	return ""
+}
+
+func (x *APIToken) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *APIToken) GetTokenPrefix() string {
+	if x != nil {
+		return x.TokenPrefix
+	}
+	return ""
+}
+
+func (x *APIToken) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *APIToken) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *APIToken) GetLastUsedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUsedAt
+	}
+	return nil
+}
+
+type CreateAPITokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1 to 100 characters.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Optional; when set, in the future.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAPITokenRequest) Reset() {
+	*x = CreateAPITokenRequest{}
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAPITokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAPITokenRequest) ProtoMessage() {}
+
+func (x *CreateAPITokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAPITokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateAPITokenRequest) Descriptor() ([]byte, []int) {
+	return file_agynio_api_users_v1_users_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *CreateAPITokenRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateAPITokenRequest) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+type CreateAPITokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Token *APIToken              `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// plaintext_token is the token itself: agyn_ and 44 base62 characters.
+	// It is returned here only, once.
+	PlaintextToken string `protobuf:"bytes,2,opt,name=plaintext_token,json=plaintextToken,proto3" json:"plaintext_token,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CreateAPITokenResponse) Reset() {
+	*x = CreateAPITokenResponse{}
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAPITokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAPITokenResponse) ProtoMessage() {}
+
+func (x *CreateAPITokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAPITokenResponse.ProtoReflect.Descriptor instead.
+func (*CreateAPITokenResponse) Descriptor() ([]byte, []int) {
+	return file_agynio_api_users_v1_users_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *CreateAPITokenResponse) GetToken() *APIToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+func (x *CreateAPITokenResponse) GetPlaintextToken() string {
+	if x != nil {
+		return x.PlaintextToken
+	}
+	return ""
+}
+
+type ListAPITokensRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAPITokensRequest) Reset() {
+	*x = ListAPITokensRequest{}
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAPITokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAPITokensRequest) ProtoMessage() {}
+
+func (x *ListAPITokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAPITokensRequest.ProtoReflect.Descriptor instead.
+func (*ListAPITokensRequest) Descriptor() ([]byte, []int) {
+	return file_agynio_api_users_v1_users_proto_rawDescGZIP(), []int{28}
+}
+
+type ListAPITokensResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tokens        []*APIToken            `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAPITokensResponse) Reset() {
+	*x = ListAPITokensResponse{}
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAPITokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAPITokensResponse) ProtoMessage() {}
+
+func (x *ListAPITokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAPITokensResponse.ProtoReflect.Descriptor instead.
+func (*ListAPITokensResponse) Descriptor() ([]byte, []int) {
+	return file_agynio_api_users_v1_users_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ListAPITokensResponse) GetTokens() []*APIToken {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+type RevokeAPITokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TokenId       string                 `protobuf:"bytes,1,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAPITokenRequest) Reset() {
+	*x = RevokeAPITokenRequest{}
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAPITokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAPITokenRequest) ProtoMessage() {}
+
+func (x *RevokeAPITokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAPITokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeAPITokenRequest) Descriptor() ([]byte, []int) {
+	return file_agynio_api_users_v1_users_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *RevokeAPITokenRequest) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+type RevokeAPITokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAPITokenResponse) Reset() {
+	*x = RevokeAPITokenResponse{}
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAPITokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAPITokenResponse) ProtoMessage() {}
+
+func (x *RevokeAPITokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAPITokenResponse.ProtoReflect.Descriptor instead.
+func (*RevokeAPITokenResponse) Descriptor() ([]byte, []int) {
+	return file_agynio_api_users_v1_users_proto_rawDescGZIP(), []int{31}
+}
+
+type ResolveAPITokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token_hash is the SHA-256 of the whole token, as 64 lowercase hex
+	// characters.
+	TokenHash     string `protobuf:"bytes,1,opt,name=token_hash,json=tokenHash,proto3" json:"token_hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveAPITokenRequest) Reset() {
+	*x = ResolveAPITokenRequest{}
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveAPITokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveAPITokenRequest) ProtoMessage() {}
+
+func (x *ResolveAPITokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveAPITokenRequest.ProtoReflect.Descriptor instead.
+func (*ResolveAPITokenRequest) Descriptor() ([]byte, []int) {
+	return file_agynio_api_users_v1_users_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ResolveAPITokenRequest) GetTokenHash() string {
+	if x != nil {
+		return x.TokenHash
+	}
+	return ""
+}
+
+type ResolveAPITokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	IdentityId    string                 `protobuf:"bytes,1,opt,name=identity_id,json=identityId,proto3" json:"identity_id,omitempty"`
+	Token         *APIToken              `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveAPITokenResponse) Reset() {
+	*x = ResolveAPITokenResponse{}
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveAPITokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveAPITokenResponse) ProtoMessage() {}
+
+func (x *ResolveAPITokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agynio_api_users_v1_users_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveAPITokenResponse.ProtoReflect.Descriptor instead.
+func (*ResolveAPITokenResponse) Descriptor() ([]byte, []int) {
+	return file_agynio_api_users_v1_users_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ResolveAPITokenResponse) GetIdentityId() string {
+	if x != nil {
+		return x.IdentityId
+	}
+	return ""
+}
+
+func (x *ResolveAPITokenResponse) GetToken() *APIToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
 var File_agynio_api_users_v1_users_proto protoreflect.FileDescriptor
 
 const file_agynio_api_users_v1_users_proto_rawDesc = "" +
@@ -1553,10 +2016,42 @@ const file_agynio_api_users_v1_users_proto_rawDesc = "" +
 	"\x11DeleteUserRequest\x12\x1f\n" +
 	"\videntity_id\x18\x01 \x01(\tR\n" +
 	"identityId\"\x14\n" +
-	"\x12DeleteUserResponse*C\n" +
+	"\x12DeleteUserResponse\"\xa6\x02\n" +
+	"\bAPIToken\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
+	"\videntity_id\x18\x02 \x01(\tR\n" +
+	"identityId\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12!\n" +
+	"\ftoken_prefix\x18\x04 \x01(\tR\vtokenPrefix\x129\n" +
+	"\n" +
+	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x129\n" +
+	"\n" +
+	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12<\n" +
+	"\flast_used_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"lastUsedAt\"f\n" +
+	"\x15CreateAPITokenRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
+	"\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"v\n" +
+	"\x16CreateAPITokenResponse\x123\n" +
+	"\x05token\x18\x01 \x01(\v2\x1d.agynio.api.users.v1.APITokenR\x05token\x12'\n" +
+	"\x0fplaintext_token\x18\x02 \x01(\tR\x0eplaintextToken\"\x16\n" +
+	"\x14ListAPITokensRequest\"N\n" +
+	"\x15ListAPITokensResponse\x125\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x1d.agynio.api.users.v1.APITokenR\x06tokens\"2\n" +
+	"\x15RevokeAPITokenRequest\x12\x19\n" +
+	"\btoken_id\x18\x01 \x01(\tR\atokenId\"\x18\n" +
+	"\x16RevokeAPITokenResponse\"7\n" +
+	"\x16ResolveAPITokenRequest\x12\x1d\n" +
+	"\n" +
+	"token_hash\x18\x01 \x01(\tR\ttokenHash\"o\n" +
+	"\x17ResolveAPITokenResponse\x12\x1f\n" +
+	"\videntity_id\x18\x01 \x01(\tR\n" +
+	"identityId\x123\n" +
+	"\x05token\x18\x02 \x01(\v2\x1d.agynio.api.users.v1.APITokenR\x05token*C\n" +
 	"\vClusterRole\x12\x1c\n" +
 	"\x18CLUSTER_ROLE_UNSPECIFIED\x10\x00\x12\x16\n" +
-	"\x12CLUSTER_ROLE_ADMIN\x10\x012\xc7\b\n" +
+	"\x12CLUSTER_ROLE_ADMIN\x10\x012\xf3\v\n" +
 	"\fUsersService\x12x\n" +
 	"\x13ResolveOrCreateUser\x12/.agynio.api.users.v1.ResolveOrCreateUserRequest\x1a0.agynio.api.users.v1.ResolveOrCreateUserResponse\x12T\n" +
 	"\aGetUser\x12#.agynio.api.users.v1.GetUserRequest\x1a$.agynio.api.users.v1.GetUserResponse\x12{\n" +
@@ -1571,7 +2066,11 @@ const file_agynio_api_users_v1_users_proto_rawDesc = "" +
 	"\n" +
 	"CreateUser\x12&.agynio.api.users.v1.CreateUserRequest\x1a'.agynio.api.users.v1.CreateUserResponse\x12]\n" +
 	"\n" +
-	"DeleteUser\x12&.agynio.api.users.v1.DeleteUserRequest\x1a'.agynio.api.users.v1.DeleteUserResponseB\xd6\x01\n" +
+	"DeleteUser\x12&.agynio.api.users.v1.DeleteUserRequest\x1a'.agynio.api.users.v1.DeleteUserResponse\x12i\n" +
+	"\x0eCreateAPIToken\x12*.agynio.api.users.v1.CreateAPITokenRequest\x1a+.agynio.api.users.v1.CreateAPITokenResponse\x12f\n" +
+	"\rListAPITokens\x12).agynio.api.users.v1.ListAPITokensRequest\x1a*.agynio.api.users.v1.ListAPITokensResponse\x12i\n" +
+	"\x0eRevokeAPIToken\x12*.agynio.api.users.v1.RevokeAPITokenRequest\x1a+.agynio.api.users.v1.RevokeAPITokenResponse\x12l\n" +
+	"\x0fResolveAPIToken\x12+.agynio.api.users.v1.ResolveAPITokenRequest\x1a,.agynio.api.users.v1.ResolveAPITokenResponseB\xd6\x01\n" +
 	"\x17com.agynio.api.users.v1B\n" +
 	"UsersProtoP\x01Z@github.com/agynio/users/internal/gen/agynio/api/users/v1;usersv1\xa2\x02\x03AAU\xaa\x02\x13Agynio.Api.Users.V1\xca\x02\x13Agynio\\Api\\Users\\V1\xe2\x02\x1fAgynio\\Api\\Users\\V1\\GPBMetadata\xea\x02\x16Agynio::Api::Users::V1b\x06proto3"
 
@@ -1588,7 +2087,7 @@ func file_agynio_api_users_v1_users_proto_rawDescGZIP() []byte {
 }
 
 var file_agynio_api_users_v1_users_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agynio_api_users_v1_users_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_agynio_api_users_v1_users_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_agynio_api_users_v1_users_proto_goTypes = []any{
 	(ClusterRole)(0),                     // 0: agynio.api.users.v1.ClusterRole
 	(*EntityMeta)(nil),                   // 1: agynio.api.users.v1.EntityMeta
@@ -1616,11 +2115,20 @@ var file_agynio_api_users_v1_users_proto_goTypes = []any{
 	(*CreateUserResponse)(nil),           // 23: agynio.api.users.v1.CreateUserResponse
 	(*DeleteUserRequest)(nil),            // 24: agynio.api.users.v1.DeleteUserRequest
 	(*DeleteUserResponse)(nil),           // 25: agynio.api.users.v1.DeleteUserResponse
-	(*timestamppb.Timestamp)(nil),        // 26: google.protobuf.Timestamp
+	(*APIToken)(nil),                     // 26: agynio.api.users.v1.APIToken
+	(*CreateAPITokenRequest)(nil),        // 27: agynio.api.users.v1.CreateAPITokenRequest
+	(*CreateAPITokenResponse)(nil),       // 28: agynio.api.users.v1.CreateAPITokenResponse
+	(*ListAPITokensRequest)(nil),         // 29: agynio.api.users.v1.ListAPITokensRequest
+	(*ListAPITokensResponse)(nil),        // 30: agynio.api.users.v1.ListAPITokensResponse
+	(*RevokeAPITokenRequest)(nil),        // 31: agynio.api.users.v1.RevokeAPITokenRequest
+	(*RevokeAPITokenResponse)(nil),       // 32: agynio.api.users.v1.RevokeAPITokenResponse
+	(*ResolveAPITokenRequest)(nil),       // 33: agynio.api.users.v1.ResolveAPITokenRequest
+	(*ResolveAPITokenResponse)(nil),      // 34: agynio.api.users.v1.ResolveAPITokenResponse
+	(*timestamppb.Timestamp)(nil),        // 35: google.protobuf.Timestamp
 }
 var file_agynio_api_users_v1_users_proto_depIdxs = []int32{
-	26, // 0: agynio.api.users.v1.EntityMeta.created_at:type_name -> google.protobuf.Timestamp
-	26, // 1: agynio.api.users.v1.EntityMeta.updated_at:type_name -> google.protobuf.Timestamp
+	35, // 0: agynio.api.users.v1.EntityMeta.created_at:type_name -> google.protobuf.Timestamp
+	35, // 1: agynio.api.users.v1.EntityMeta.updated_at:type_name -> google.protobuf.Timestamp
 	1,  // 2: agynio.api.users.v1.User.meta:type_name -> agynio.api.users.v1.EntityMeta
 	2,  // 3: agynio.api.users.v1.ResolveOrCreateUserResponse.user:type_name -> agynio.api.users.v1.User
 	2,  // 4: agynio.api.users.v1.GetUserResponse.user:type_name -> agynio.api.users.v1.User
@@ -1637,33 +2145,48 @@ var file_agynio_api_users_v1_users_proto_depIdxs = []int32{
 	2,  // 15: agynio.api.users.v1.ListUsersResponse.users:type_name -> agynio.api.users.v1.User
 	0,  // 16: agynio.api.users.v1.CreateUserRequest.cluster_role:type_name -> agynio.api.users.v1.ClusterRole
 	2,  // 17: agynio.api.users.v1.CreateUserResponse.user:type_name -> agynio.api.users.v1.User
-	3,  // 18: agynio.api.users.v1.UsersService.ResolveOrCreateUser:input_type -> agynio.api.users.v1.ResolveOrCreateUserRequest
-	5,  // 19: agynio.api.users.v1.UsersService.GetUser:input_type -> agynio.api.users.v1.GetUserRequest
-	7,  // 20: agynio.api.users.v1.UsersService.GetUserByOIDCSubject:input_type -> agynio.api.users.v1.GetUserByOIDCSubjectRequest
-	9,  // 21: agynio.api.users.v1.UsersService.BatchGetUsers:input_type -> agynio.api.users.v1.BatchGetUsersRequest
-	11, // 22: agynio.api.users.v1.UsersService.UpdateUser:input_type -> agynio.api.users.v1.UpdateUserRequest
-	13, // 23: agynio.api.users.v1.UsersService.GetMe:input_type -> agynio.api.users.v1.GetMeRequest
-	15, // 24: agynio.api.users.v1.UsersService.UpdateMe:input_type -> agynio.api.users.v1.UpdateMeRequest
-	17, // 25: agynio.api.users.v1.UsersService.SearchUsers:input_type -> agynio.api.users.v1.SearchUsersRequest
-	20, // 26: agynio.api.users.v1.UsersService.ListUsers:input_type -> agynio.api.users.v1.ListUsersRequest
-	22, // 27: agynio.api.users.v1.UsersService.CreateUser:input_type -> agynio.api.users.v1.CreateUserRequest
-	24, // 28: agynio.api.users.v1.UsersService.DeleteUser:input_type -> agynio.api.users.v1.DeleteUserRequest
-	4,  // 29: agynio.api.users.v1.UsersService.ResolveOrCreateUser:output_type -> agynio.api.users.v1.ResolveOrCreateUserResponse
-	6,  // 30: agynio.api.users.v1.UsersService.GetUser:output_type -> agynio.api.users.v1.GetUserResponse
-	8,  // 31: agynio.api.users.v1.UsersService.GetUserByOIDCSubject:output_type -> agynio.api.users.v1.GetUserByOIDCSubjectResponse
-	10, // 32: agynio.api.users.v1.UsersService.BatchGetUsers:output_type -> agynio.api.users.v1.BatchGetUsersResponse
-	12, // 33: agynio.api.users.v1.UsersService.UpdateUser:output_type -> agynio.api.users.v1.UpdateUserResponse
-	14, // 34: agynio.api.users.v1.UsersService.GetMe:output_type -> agynio.api.users.v1.GetMeResponse
-	16, // 35: agynio.api.users.v1.UsersService.UpdateMe:output_type -> agynio.api.users.v1.UpdateMeResponse
-	18, // 36: agynio.api.users.v1.UsersService.SearchUsers:output_type -> agynio.api.users.v1.SearchUsersResponse
-	21, // 37: agynio.api.users.v1.UsersService.ListUsers:output_type -> agynio.api.users.v1.ListUsersResponse
-	23, // 38: agynio.api.users.v1.UsersService.CreateUser:output_type -> agynio.api.users.v1.CreateUserResponse
-	25, // 39: agynio.api.users.v1.UsersService.DeleteUser:output_type -> agynio.api.users.v1.DeleteUserResponse
-	29, // [29:40] is the sub-list for method output_type
-	18, // [18:29] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	35, // 18: agynio.api.users.v1.APIToken.expires_at:type_name -> google.protobuf.Timestamp
+	35, // 19: agynio.api.users.v1.APIToken.created_at:type_name -> google.protobuf.Timestamp
+	35, // 20: agynio.api.users.v1.APIToken.last_used_at:type_name -> google.protobuf.Timestamp
+	35, // 21: agynio.api.users.v1.CreateAPITokenRequest.expires_at:type_name -> google.protobuf.Timestamp
+	26, // 22: agynio.api.users.v1.CreateAPITokenResponse.token:type_name -> agynio.api.users.v1.APIToken
+	26, // 23: agynio.api.users.v1.ListAPITokensResponse.tokens:type_name -> agynio.api.users.v1.APIToken
+	26, // 24: agynio.api.users.v1.ResolveAPITokenResponse.token:type_name -> agynio.api.users.v1.APIToken
+	3,  // 25: agynio.api.users.v1.UsersService.ResolveOrCreateUser:input_type -> agynio.api.users.v1.ResolveOrCreateUserRequest
+	5,  // 26: agynio.api.users.v1.UsersService.GetUser:input_type -> agynio.api.users.v1.GetUserRequest
+	7,  // 27: agynio.api.users.v1.UsersService.GetUserByOIDCSubject:input_type -> agynio.api.users.v1.GetUserByOIDCSubjectRequest
+	9,  // 28: agynio.api.users.v1.UsersService.BatchGetUsers:input_type -> agynio.api.users.v1.BatchGetUsersRequest
+	11, // 29: agynio.api.users.v1.UsersService.UpdateUser:input_type -> agynio.api.users.v1.UpdateUserRequest
+	13, // 30: agynio.api.users.v1.UsersService.GetMe:input_type -> agynio.api.users.v1.GetMeRequest
+	15, // 31: agynio.api.users.v1.UsersService.UpdateMe:input_type -> agynio.api.users.v1.UpdateMeRequest
+	17, // 32: agynio.api.users.v1.UsersService.SearchUsers:input_type -> agynio.api.users.v1.SearchUsersRequest
+	20, // 33: agynio.api.users.v1.UsersService.ListUsers:input_type -> agynio.api.users.v1.ListUsersRequest
+	22, // 34: agynio.api.users.v1.UsersService.CreateUser:input_type -> agynio.api.users.v1.CreateUserRequest
+	24, // 35: agynio.api.users.v1.UsersService.DeleteUser:input_type -> agynio.api.users.v1.DeleteUserRequest
+	27, // 36: agynio.api.users.v1.UsersService.CreateAPIToken:input_type -> agynio.api.users.v1.CreateAPITokenRequest
+	29, // 37: agynio.api.users.v1.UsersService.ListAPITokens:input_type -> agynio.api.users.v1.ListAPITokensRequest
+	31, // 38: agynio.api.users.v1.UsersService.RevokeAPIToken:input_type -> agynio.api.users.v1.RevokeAPITokenRequest
+	33, // 39: agynio.api.users.v1.UsersService.ResolveAPIToken:input_type -> agynio.api.users.v1.ResolveAPITokenRequest
+	4,  // 40: agynio.api.users.v1.UsersService.ResolveOrCreateUser:output_type -> agynio.api.users.v1.ResolveOrCreateUserResponse
+	6,  // 41: agynio.api.users.v1.UsersService.GetUser:output_type -> agynio.api.users.v1.GetUserResponse
+	8,  // 42: agynio.api.users.v1.UsersService.GetUserByOIDCSubject:output_type -> agynio.api.users.v1.GetUserByOIDCSubjectResponse
+	10, // 43: agynio.api.users.v1.UsersService.BatchGetUsers:output_type -> agynio.api.users.v1.BatchGetUsersResponse
+	12, // 44: agynio.api.users.v1.UsersService.UpdateUser:output_type -> agynio.api.users.v1.UpdateUserResponse
+	14, // 45: agynio.api.users.v1.UsersService.GetMe:output_type -> agynio.api.users.v1.GetMeResponse
+	16, // 46: agynio.api.users.v1.UsersService.UpdateMe:output_type -> agynio.api.users.v1.UpdateMeResponse
+	18, // 47: agynio.api.users.v1.UsersService.SearchUsers:output_type -> agynio.api.users.v1.SearchUsersResponse
+	21, // 48: agynio.api.users.v1.UsersService.ListUsers:output_type -> agynio.api.users.v1.ListUsersResponse
+	23, // 49: agynio.api.users.v1.UsersService.CreateUser:output_type -> agynio.api.users.v1.CreateUserResponse
+	25, // 50: agynio.api.users.v1.UsersService.DeleteUser:output_type -> agynio.api.users.v1.DeleteUserResponse
+	28, // 51: agynio.api.users.v1.UsersService.CreateAPIToken:output_type -> agynio.api.users.v1.CreateAPITokenResponse
+	30, // 52: agynio.api.users.v1.UsersService.ListAPITokens:output_type -> agynio.api.users.v1.ListAPITokensResponse
+	32, // 53: agynio.api.users.v1.UsersService.RevokeAPIToken:output_type -> agynio.api.users.v1.RevokeAPITokenResponse
+	34, // 54: agynio.api.users.v1.UsersService.ResolveAPIToken:output_type -> agynio.api.users.v1.ResolveAPITokenResponse
+	40, // [40:55] is the sub-list for method output_type
+	25, // [25:40] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_agynio_api_users_v1_users_proto_init() }
@@ -1681,7 +2204,7 @@ func file_agynio_api_users_v1_users_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agynio_api_users_v1_users_proto_rawDesc), len(file_agynio_api_users_v1_users_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   25,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
