@@ -5,10 +5,13 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5"
 	"golang.org/x/net/http2"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -18,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
+	"github.com/agynio/users/internal/apitoken"
 	"github.com/agynio/users/internal/db"
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
 	"github.com/agynio/users/internal/identity"
@@ -62,7 +66,13 @@ func newEnvWith(t *testing.T, conn db.DBTX, ids identity.Allocator, opts ...serv
 func newEnvFor(t *testing.T, conn db.DBTX, build func(*slog.Logger) *server.Server, opts ...server.Option) *env {
 	t.Helper()
 	logs := &syncbuf.Buffer{}
-	log := slog.New(slog.NewJSONHandler(logs, nil))
+	// Every line, debug ones included, also goes to allLogs, which the
+	// secrets check below reads.
+	allLogs := &syncbuf.Buffer{}
+	log := slog.New(slog.NewMultiHandler(
+		slog.NewJSONHandler(logs, nil),
+		slog.NewJSONHandler(allLogs, &slog.HandlerOptions{Level: slog.LevelDebug}),
+	))
 	srv := build(log)
 
 	lis := bufconn.Listen(1 << 20)
@@ -70,14 +80,93 @@ func newEnvFor(t *testing.T, conn db.DBTX, build func(*slog.Logger) *server.Serv
 	go gs.Serve(lis) //nolint:errcheck // returns when stopped
 	t.Cleanup(gs.Stop)
 
+	issued := &issuedTokens{}
 	cc, err := grpc.NewClient("passthrough:///bufnet",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithUnaryInterceptor(issued.record))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
+	// Registered after the test's database, so it runs before the
+	// database is dropped.
+	t.Cleanup(func() { issued.check(t, conn, allLogs.String()) })
 	return &env{cc: cc, client: usersv1.NewUsersServiceClient(cc), srv: srv, health: health, conn: conn, logs: logs}
+}
+
+// issuedTokens are the plaintext API tokens an env's client was given.
+// When the test ends, no table of its database may hold one, and no log
+// line one or its hash: the plaintext exists only in the response that
+// created it, and the hash is as secret.
+type issuedTokens struct {
+	mu         sync.Mutex
+	plaintexts []string
+}
+
+func (it *issuedTokens) record(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	if r, ok := reply.(*usersv1.CreateAPITokenResponse); ok && err == nil {
+		it.mu.Lock()
+		it.plaintexts = append(it.plaintexts, r.GetPlaintextToken())
+		it.mu.Unlock()
+	}
+	return err
+}
+
+func (it *issuedTokens) check(t *testing.T, conn db.DBTX, logs string) {
+	t.Helper()
+	it.mu.Lock()
+	defer it.mu.Unlock()
+	if len(it.plaintexts) == 0 {
+		return
+	}
+	dump := dumpTables(t, conn)
+	for _, p := range it.plaintexts {
+		// The part after the prefix: the plaintext, however it were
+		// stored, holds it.
+		secret := strings.TrimPrefix(p, apitoken.Prefix)
+		if strings.Contains(dump, secret) {
+			t.Errorf("a table holds an issued API token's plaintext")
+		}
+		if strings.Contains(logs, secret) {
+			t.Errorf("the log holds an issued API token's plaintext")
+		}
+		if strings.Contains(logs, apitoken.Hash(p)) {
+			t.Errorf("the log holds an issued API token's hash")
+		}
+	}
+}
+
+// dumpTables is every row of every table of the database, as text.
+func dumpTables(t *testing.T, conn db.DBTX) string {
+	t.Helper()
+	ctx := context.WithoutCancel(t.Context())
+	rows, err := conn.Query(ctx, `SELECT format('%I.%I', schemaname, tablename) FROM pg_tables
+		WHERE schemaname NOT IN ('pg_catalog', 'information_schema')`)
+	if err != nil {
+		t.Fatalf("list tables: %v", err)
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatalf("list tables: %v", err)
+	}
+	var dump strings.Builder
+	for _, table := range tables {
+		rows, err := conn.Query(ctx, "SELECT t::text FROM "+table+" t")
+		if err != nil {
+			t.Fatalf("dump %s: %v", table, err)
+		}
+		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatalf("dump %s: %v", table, err)
+		}
+		for _, l := range lines {
+			dump.WriteString(l)
+			dump.WriteByte('\n')
+		}
+	}
+	return dump.String()
 }
 
 // createUser resolves a new user and fails the test unless it was created.
