@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"math/rand/v2"
 	"path/filepath"
 	"strings"
@@ -8,9 +10,11 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/proto"
 
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
+	"github.com/agynio/users/internal/testing/testdb"
 )
 
 // TestPgbenchStatements checks that every workload's statement is in the
@@ -63,6 +67,46 @@ func TestKeysAgreeWithTheSeed(t *testing.T) {
 	}
 	if got := subject(1234); got != "1234" {
 		t.Errorf("subject(1234) = %q, want %q", got, "1234")
+	}
+	// lpad(to_hex(255), 64, '0')
+	if got, want := tokenHash(255), strings.Repeat("0", 62)+"ff"; got != want {
+		t.Errorf("tokenHash(255) = %q, want %q", got, want)
+	}
+}
+
+// TestTokensAgreeWithTheSeed: the token pgbench finds by the hash it
+// spells for user n is the one the seed gave user n, and its hash is the
+// one the load generator sends.
+func TestTokensAgreeWithTheSeed(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	dbURL := testdb.URL(t)
+	const users = 300 // more than 255: a hash of three hex digits
+	if err := seed(ctx, dbURL, users); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var count int64
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM api_tokens").Scan(&count); err != nil || count != users {
+		t.Errorf("%d tokens seeded (%v), want one per user: %d", count, err, users)
+	}
+	byNumber := "SELECT identity_id::text, token_hash, name, token_prefix FROM api_tokens WHERE token_hash = " +
+		fmt.Sprintf(tokenHashFromNumber, "$1")
+	for _, n := range []int64{1, 7, 255, users} {
+		var id, hash, name, prefix string
+		if err := conn.QueryRow(ctx, byNumber, n).Scan(&id, &hash, &name, &prefix); err != nil {
+			t.Errorf("user %d's token, by the hash pgbench spells: %v", n, err)
+			continue
+		}
+		if id != identityID(n) || hash != tokenHash(n) || name != tokenName(n) || prefix != tokenPrefix(n) {
+			t.Errorf("user %d's token: %s %s %q %s; the bench computes %s %s %q %s",
+				n, id, hash, name, prefix, identityID(n), tokenHash(n), tokenName(n), tokenPrefix(n))
+		}
 	}
 }
 

@@ -125,11 +125,12 @@ func openDatabase(ctx context.Context, serverURL string, n int64, log io.Writer)
 	return d, nil
 }
 
-// seed inserts users 1..n in one statement, then readies the table as a
-// long-lived one would be: VACUUM sets the hint bits and the visibility
-// map (else the first reader of each row would write its page, during
-// whichever workload came first), ANALYZE gives the planner statistics,
-// and a checkpoint writes the seed out now rather than during a workload.
+// seed inserts users 1..n in one statement and the first tokenHolders
+// users' API tokens in another, then readies the tables as long-lived
+// ones would be: VACUUM sets the hint bits and the visibility map (else
+// the first reader of each row would write its page, during whichever
+// workload came first), ANALYZE gives the planner statistics, and a
+// checkpoint writes the seed out now rather than during a workload.
 func seed(ctx context.Context, dbURL string, n int64) error {
 	conn, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
@@ -139,7 +140,10 @@ func seed(ctx context.Context, dbURL string, n int64) error {
 	if _, err := conn.Exec(ctx, seedSQL, n); err != nil {
 		return fmt.Errorf("seed: %w", err)
 	}
-	for _, stmt := range []string{"VACUUM (ANALYZE) users", "CHECKPOINT"} {
+	if _, err := conn.Exec(ctx, tokenSeedSQL, min(n, tokenHolders)); err != nil {
+		return fmt.Errorf("seed API tokens: %w", err)
+	}
+	for _, stmt := range []string{"VACUUM (ANALYZE) users, api_tokens", "CHECKPOINT"} {
 		if _, err := conn.Exec(ctx, stmt); err != nil {
 			return fmt.Errorf("%s: %w", stmt, err)
 		}

@@ -24,6 +24,7 @@ type floorServer struct {
 	batch  *usersv1.BatchGetUsersResponse
 	search *usersv1.SearchUsersResponse
 	page   *usersv1.ListUsersResponse
+	token  *usersv1.APIToken
 }
 
 func newFloorServer() *floorServer {
@@ -51,7 +52,12 @@ func newFloorServer() *floorServer {
 	for range listPageSize {
 		page.Users = append(page.Users, user)
 	}
-	return &floorServer{user: user, batch: batch, search: search, page: page}
+	// Seeded user 123456's token, as a resolve returns it: just used.
+	token := &usersv1.APIToken{
+		Id: user.Meta.Id, IdentityId: user.Meta.Id, Name: tokenName(123456), TokenPrefix: tokenPrefix(123456),
+		CreatedAt: at, LastUsedAt: at,
+	}
+	return &floorServer{user: user, batch: batch, search: search, page: page, token: token}
 }
 
 // floorMain serves the floor on $GRPC_ADDRESS until SIGTERM.
@@ -91,4 +97,8 @@ func (f *floorServer) SearchUsers(context.Context, *usersv1.SearchUsersRequest) 
 
 func (f *floorServer) ListUsers(context.Context, *usersv1.ListUsersRequest) (*usersv1.ListUsersResponse, error) {
 	return f.page, nil
+}
+
+func (f *floorServer) ResolveAPIToken(context.Context, *usersv1.ResolveAPITokenRequest) (*usersv1.ResolveAPITokenResponse, error) {
+	return &usersv1.ResolveAPITokenResponse{IdentityId: f.token.IdentityId, Token: f.token}, nil
 }

@@ -26,6 +26,32 @@ SELECT lpad(to_hex(n), 32, '0')::uuid,
        'user' || n
 FROM generate_series(1::bigint, $1::bigint) AS n`
 
+// The first tokenHolders users (all of them, if fewer) hold one API token
+// each, seeded by tokenSeedSQL for users 1..$1. Its id is the user's
+// identity id, and its SHA-256 is n in hexadecimal, zero-padded to 64
+// digits: the table's CHECK takes it, and pgbench can spell it from a
+// number (tokenHashFromNumber). The table's trigger locks the owner's row
+// and counts their tokens for each row inserted, which one token each
+// keeps cheap; more tokens would only lengthen the seed, since a resolve
+// is one probe of the hash index however many rows it holds.
+const tokenHolders = 100_000
+
+const tokenSeedSQL = `INSERT INTO api_tokens (id, identity_id, name, token_hash, token_prefix)
+SELECT lpad(to_hex(n), 32, '0')::uuid,
+       lpad(to_hex(n), 32, '0')::uuid,
+       'Bench token ' || n,
+       lpad(to_hex(n), 64, '0'),
+       'agyn_' || lpad(to_hex(n % 4096), 3, '0')
+FROM generate_series(1::bigint, $1::bigint) AS n`
+
+// tokenHash is the token hash of seeded user n's token.
+func tokenHash(n int64) string { return fmt.Sprintf("%064x", n) }
+
+// tokenName and tokenPrefix are the name and prefix of seeded user n's
+// token.
+func tokenName(n int64) string   { return "Bench token " + strconv.FormatInt(n, 10) }
+func tokenPrefix(n int64) string { return fmt.Sprintf("agyn_%03x", n%4096) }
+
 // identityID is the identity id of seeded user n: n in hexadecimal,
 // zero-padded to a UUID, as lpad(to_hex(n), 32, '0')::uuid spells it.
 func identityID(n int64) string {

@@ -12,8 +12,8 @@ import (
 
 // print writes the report for a person, in Markdown (the README pastes
 // it): the machine and the settings, a table of the servers, a table of
-// the statements, a line of notes per workload, and the statements
-// pgbench ran.
+// the statements, a line of notes per workload, a line per comparison of
+// two workloads, and the statements pgbench ran.
 func (r *report) print(out io.Writer) {
 	r.printSetup(out)
 	fmt.Fprintln(out)
@@ -23,6 +23,11 @@ func (r *report) print(out io.Writer) {
 	fmt.Fprintln(out)
 	for _, w := range r.Workloads {
 		fmt.Fprintf(out, "%s: %s\n", w.Name, strings.Join(notes(w), "; "))
+	}
+	for _, c := range comparisons {
+		if v := r.serviceRatios(c.workload, c.over); len(v) > 0 {
+			fmt.Fprintln(out, comparisonLine(c, v))
+		}
 	}
 	fmt.Fprintln(out, "\nStatements pgbench ran, the cheapest and the service's own:")
 	for _, w := range r.Workloads {
@@ -120,6 +125,22 @@ func notes(w workloadResult) []string {
 		}
 	}
 	return slices.Compact(notes)
+}
+
+// comparisonLine is a comparison's ratios: the median round's and the
+// extremes, as the servers' table gives service/reference, then each
+// round's, and the target if it is missed.
+func comparisonLine(c comparison, v []float64) string {
+	s := spreadOf(v)
+	rounds := make([]string, len(v))
+	for i, x := range v {
+		rounds[i] = fmt.Sprintf("%.2f", x)
+	}
+	line := fmt.Sprintf("service RPS, %s/%s: %.2f (%.2f–%.2f); by round %s", c.workload, c.over, s.Median, s.Min, s.Max, strings.Join(rounds, ", "))
+	if s.Median < c.target {
+		line += fmt.Sprintf("; below the target %.2f", c.target)
+	}
+	return line
 }
 
 // markdownTable prints rows as a Markdown table, the first row as the

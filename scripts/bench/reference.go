@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -143,6 +145,48 @@ func (r *referenceServer) UpdateUser(ctx context.Context, req *usersv1.UpdateUse
 		return nil, err
 	}
 	return &usersv1.UpdateUserResponse{User: u}, nil
+}
+
+// ResolveAPIToken records the use as it reads the token: one UPDATE per
+// call, a write where the service reads.
+func (r *referenceServer) ResolveAPIToken(ctx context.Context, req *usersv1.ResolveAPITokenRequest) (*usersv1.ResolveAPITokenResponse, error) {
+	hash := req.GetTokenHash()
+	if _, err := hex.DecodeString(hash); err != nil || len(hash) != 64 {
+		return nil, status.Error(codes.InvalidArgument, "token_hash is not 64 hex digits")
+	}
+	tok, err := scanReferenceToken(r.pool.QueryRow(ctx,
+		`UPDATE api_tokens SET last_used_at = now() WHERE token_hash = $1
+		 RETURNING id, identity_id, name, token_prefix, expires_at, created_at, last_used_at`,
+		strings.ToLower(hash)))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, status.Error(codes.NotFound, "API token not found")
+	}
+	if err != nil {
+		return nil, toReferenceStatus(err)
+	}
+	if tok.ExpiresAt != nil && !tok.ExpiresAt.AsTime().After(time.Now()) {
+		return nil, status.Error(codes.Unauthenticated, "API token expired")
+	}
+	return &usersv1.ResolveAPITokenResponse{IdentityId: tok.IdentityId, Token: tok}, nil
+}
+
+// scanReferenceToken reads a token row: id, identity_id, name,
+// token_prefix, expires_at, created_at, last_used_at.
+func scanReferenceToken(row pgx.Row) (*usersv1.APIToken, error) {
+	var t usersv1.APIToken
+	var created time.Time
+	var expires, lastUsed *time.Time
+	if err := row.Scan(&t.Id, &t.IdentityId, &t.Name, &t.TokenPrefix, &expires, &created, &lastUsed); err != nil {
+		return nil, err
+	}
+	t.CreatedAt = timestamppb.New(created)
+	if expires != nil {
+		t.ExpiresAt = timestamppb.New(*expires)
+	}
+	if lastUsed != nil {
+		t.LastUsedAt = timestamppb.New(*lastUsed)
+	}
+	return &t, nil
 }
 
 // userBy reads the user whose column (a constant) equals value, and

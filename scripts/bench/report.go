@@ -125,6 +125,26 @@ func ratios(a, b []serverRun) []float64 {
 	return out
 }
 
+// serviceRatios are the service's RPS in workload a over its RPS in
+// workload b, round by round; none unless both ran. Round i of one is
+// paired with round i of the other, which ran minutes apart: the spread
+// shows how much the machine drifted meanwhile.
+func (r *report) serviceRatios(a, b string) []float64 {
+	var wa, wb *workloadResult
+	for i := range r.Workloads {
+		switch r.Workloads[i].Name {
+		case a:
+			wa = &r.Workloads[i]
+		case b:
+			wb = &r.Workloads[i]
+		}
+	}
+	if wa == nil || wb == nil {
+		return nil
+	}
+	return ratios(wa.Service, wb.Service)
+}
+
 // summary is a server's runs of one workload taken together: rates and
 // latencies are the median round's, CPU per call is over all the calls.
 type summary struct {

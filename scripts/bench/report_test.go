@@ -82,6 +82,41 @@ func TestReportShowsBothStatementsAndTheFloor(t *testing.T) {
 	}
 }
 
+func TestReportComparesTheServicesRoundByRound(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name      string
+		workloads []workloadResult
+		want      string // "" for no comparison
+	}{
+		{"each round's ratio, the median round's and the extremes",
+			[]workloadResult{
+				{Name: "GetUser", Service: runsOf(1000, 2000, 1000)},
+				{Name: "ResolveAPIToken", Service: runsOf(900, 2000, 1100)},
+			},
+			"\nservice RPS, ResolveAPIToken/GetUser: 1.00 (0.90–1.10); by round 0.90, 1.00, 1.10\n"},
+		{"a median below the target says so",
+			[]workloadResult{
+				{Name: "ResolveAPIToken", Service: runsOf(800, 840)},
+				{Name: "GetUser", Service: runsOf(1000, 1000)},
+			},
+			"\nservice RPS, ResolveAPIToken/GetUser: 0.82 (0.80–0.84); by round 0.80, 0.84; below the target 0.90\n"},
+		{"no comparison unless both ran",
+			[]workloadResult{{Name: "GetUser", Service: runsOf(1000)}}, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			rep := report{Workloads: c.workloads}
+			var out bytes.Buffer
+			rep.print(&out)
+			got := out.String()
+			if (c.want == "" && strings.Contains(got, "ResolveAPIToken/GetUser")) || !strings.Contains(got, c.want) {
+				t.Errorf("the report should have %q:\n%s", c.want, got)
+			}
+		})
+	}
+}
+
 func TestFailuresNameTheServerAndRound(t *testing.T) {
 	t.Parallel()
 	rep := report{Workloads: []workloadResult{{

@@ -4,12 +4,14 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -167,6 +169,70 @@ func TestReferenceServerCreatesAConcurrentFirstLoginOnce(t *testing.T) {
 	}
 }
 
+// TestReferenceServerResolvesTokens: the reference writes each use as it
+// resolves, and answers an unknown, an expired and a malformed token as
+// the service does.
+func TestReferenceServerResolvesTokens(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	dbURL := testdb.URL(t)
+	const users = 10
+	if err := seed(ctx, dbURL, users); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.WithoutCancel(ctx)) })
+	const expired = users + 1 // a hash no seeded token has
+	if _, err := conn.Exec(ctx, `INSERT INTO api_tokens (id, identity_id, name, token_hash, token_prefix, created_at, expires_at)
+		VALUES (gen_random_uuid(), $1, 'expired', $2, 'agyn_old', now() - interval '2 hours', now() - interval '1 hour')`,
+		identityID(3), tokenHash(expired)); err != nil {
+		t.Fatal(err)
+	}
+	ref, err := startReference(ctx, dbURL, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := usersClient(t, ref)
+
+	before := time.Now()
+	got, err := c.ResolveAPIToken(ctx, &usersv1.ResolveAPITokenRequest{TokenHash: tokenHash(7)})
+	if err != nil {
+		t.Fatalf("ResolveAPIToken of user 7's token: %v", err)
+	}
+	tok := got.GetToken()
+	if got.GetIdentityId() != identityID(7) || tok.GetId() != identityID(7) || tok.GetIdentityId() != identityID(7) ||
+		tok.GetName() != tokenName(7) || tok.GetTokenPrefix() != tokenPrefix(7) || tok.GetExpiresAt() != nil {
+		t.Errorf("ResolveAPIToken of user 7's token = %v, want user 7's seeded token", got)
+	}
+	var stored time.Time
+	if err := conn.QueryRow(ctx, "SELECT last_used_at FROM api_tokens WHERE token_hash = $1", tokenHash(7)).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if used := tok.GetLastUsedAt().AsTime(); !used.Equal(stored) || used.Before(before.Add(-time.Second)) {
+		t.Errorf("last_used_at: answered %v, stored %v; want the same, now", used, stored)
+	}
+
+	for _, bad := range []struct {
+		name string
+		hash string
+		want codes.Code
+	}{
+		{"a token no one holds", tokenHash(users + 2), codes.NotFound},
+		{"an expired token", tokenHash(expired), codes.Unauthenticated},
+		{"a hash of 63 digits", tokenHash(7)[1:], codes.InvalidArgument},
+		{"a hash that is not hex", strings.Repeat("g", 64), codes.InvalidArgument},
+	} {
+		_, err := c.ResolveAPIToken(ctx, &usersv1.ResolveAPITokenRequest{TokenHash: bad.hash})
+		if got := status.Code(err); got != bad.want {
+			t.Errorf("%s: %s, want %s", bad.name, got, bad.want)
+		}
+	}
+}
+
 func TestFloorAnswersEveryRPCWithAUser(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
@@ -219,6 +285,11 @@ func TestFloorAnswersEveryRPCWithAUser(t *testing.T) {
 	page, err := c.ListUsers(ctx, &usersv1.ListUsersRequest{})
 	if err != nil || len(page.GetUsers()) != listPageSize || page.GetNextPageToken() == "" {
 		t.Errorf("ListUsers: %d users, %v; want %d and a next page, as a full page's answer", len(page.GetUsers()), err, listPageSize)
+	}
+	resolved, err := c.ResolveAPIToken(ctx, &usersv1.ResolveAPITokenRequest{TokenHash: tokenHash(1)})
+	if tok := resolved.GetToken(); err != nil || resolved.GetIdentityId() == "" || tok.GetId() == "" || tok.GetName() == "" ||
+		tok.GetTokenPrefix() == "" || tok.GetLastUsedAt() == nil {
+		t.Errorf("ResolveAPIToken: %v, %v; want an owner and a whole token, just used", resolved, err)
 	}
 }
 

@@ -56,6 +56,11 @@ type pgbenchBinding struct {
 // once per execution, as a scan key, and costs about a microsecond.
 const uuidFromNumber = "lpad(to_hex(%s::bigint), 32, '0')::uuid"
 
+// tokenHashFromNumber binds a token hash to a pgbench number, as the seed
+// derives the hashes (keys.go): text, compared in the column's collation,
+// so a scan key of the hash index as the service's bound text is.
+const tokenHashFromNumber = "lpad(to_hex(%s::bigint), 64, '0')"
+
 // batchSize is the number of ids per BatchGetUsers call: the API's limit.
 const batchSize = 100
 
@@ -122,6 +127,23 @@ var workloads = []workload{
 		pgbench: pgbenchBinding{
 			prelude: `\set identity_id random(1, :users)` + "\n",
 			params:  map[string]string{"identity_id": uuidFromNumber},
+		},
+	},
+	{
+		// What the gateway asks for every call that bears an API token: a
+		// random seeded token, by its hash.
+		name:   "ResolveAPIToken",
+		target: 0.40,
+		method: usersv1.UsersService_ResolveAPIToken_FullMethodName,
+		requests: amongTokenHolders(pooled(poolSize, func(_ *rand.Rand, key func() int64) proto.Message {
+			return &usersv1.ResolveAPITokenRequest{TokenHash: tokenHash(key())}
+		})),
+		query: "ResolveAPIToken",
+		// The token, without its hash, which the answer leaves out.
+		cheapest: "SELECT id, identity_id, name, token_prefix, expires_at, created_at, last_used_at FROM api_tokens WHERE token_hash = @token_hash;",
+		pgbench: pgbenchBinding{
+			prelude: `\set token_hash random(1, least(:users, ` + strconv.Itoa(tokenHolders) + `))` + "\n",
+			params:  map[string]string{"token_hash": tokenHashFromNumber},
 		},
 	},
 	{
@@ -303,6 +325,18 @@ FROM generate_series(1, ` + strconv.Itoa(batchSize) + `) \gset
 	},
 }
 
+// A comparison is the service's rate in one workload over its rate in
+// another, measured in the same run, and the least it should be.
+type comparison struct {
+	workload, over string
+	target         float64
+}
+
+// comparisons are what the report sets side by side: ResolveAPIToken is
+// on the path of every call that bears a token, and should cost the
+// service about what reading a user does.
+var comparisons = []comparison{{workload: "ResolveAPIToken", over: "GetUser", target: 0.90}}
+
 // anyUser makes each request as a random seeded user; asAdmin as the
 // administrator.
 func anyUser(key func() int64) int64 { return key() }
@@ -319,6 +353,14 @@ func pooledAs(size int, caller func(key func() int64) int64, newReq func(rng *ra
 	return func(n int64, _ int, rng *rand.Rand) (requestSource, error) {
 		reqs, err := pool(size, n, rng, caller, newReq)
 		return randomSource{reqs: reqs}, err
+	}
+}
+
+// amongTokenHolders is requests over the seeded users who hold an API
+// token, rather than all of them.
+func amongTokenHolders(requests func(int64, int, *rand.Rand) (requestSource, error)) func(int64, int, *rand.Rand) (requestSource, error) {
+	return func(n int64, run int, rng *rand.Rand) (requestSource, error) {
+		return requests(min(n, tokenHolders), run, rng)
 	}
 }
 
