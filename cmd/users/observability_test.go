@@ -365,6 +365,8 @@ func TestLogsOneLinePerCallWithoutPersonalData(t *testing.T) {
 		t.Fatalf("BatchGetUsers: %v", err)
 	}
 	want = append(want, "GetUser OK", "GetUser NotFound", "BatchGetUsers OK")
+	tokenCalls, tokenSecrets := callWithTokens(t, users, id)
+	want = append(want, tokenCalls...)
 	if _, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
 		t.Fatalf("health Check: %v", err)
 	}
@@ -406,6 +408,11 @@ func TestLogsOneLinePerCallWithoutPersonalData(t *testing.T) {
 		}
 		if strings.Contains(stderr, s) {
 			t.Errorf("stderr holds personal data %q", s)
+		}
+	}
+	for _, s := range tokenSecrets {
+		if strings.Contains(stdout, s) || strings.Contains(stderr, s) {
+			t.Errorf("the log holds an API token or its hash")
 		}
 	}
 }
@@ -522,6 +529,7 @@ func TestTracing(t *testing.T) {
 	pd := newPersonalData()
 	user, _ := callWithPersonalData(t, users, pd)
 	id := user.GetMeta().GetId()
+	_, tokenSecrets := callWithTokens(t, users, id)
 
 	traceID, parentID := randomBytes(16), randomBytes(8)
 	traceparent := fmt.Sprintf("00-%x-%x-01", traceID, parentID)
@@ -574,6 +582,11 @@ func TestTracing(t *testing.T) {
 		}
 		if len(found) > 0 {
 			t.Errorf("span %q from %s holds %q; attributes: %v", s.span.GetName(), s.scope.GetName(), found, attrKeys(s.span.GetAttributes()))
+		}
+		for _, secret := range tokenSecrets {
+			if strings.Contains(string(js), secret) {
+				t.Errorf("span %q from %s holds an API token or its hash; attributes: %v", s.span.GetName(), s.scope.GetName(), attrKeys(s.span.GetAttributes()))
+			}
 		}
 	}
 
