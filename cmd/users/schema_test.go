@@ -26,7 +26,7 @@ func TestReadyzFollowsTheSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	if _, err := conn.Exec(rpcContext(t), "DROP TABLE users"); err != nil {
+	if _, err := conn.Exec(rpcContext(t), "DROP TABLE users CASCADE"); err != nil {
 		t.Fatal(err)
 	}
 

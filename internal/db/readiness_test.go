@@ -18,7 +18,9 @@ func TestReadiness(t *testing.T) {
 	}{
 		{"the migrated schema is ready", "", true},
 		{"the migrated schema holding a user is ready", "INSERT INTO users (identity_id, oidc_subject) VALUES (gen_random_uuid(), 's')", true},
-		{"a dropped table is not ready", "DROP TABLE users", false},
+		{"a dropped table is not ready", "DROP TABLE users CASCADE", false},
+		{"a dropped tokens table is not ready", "DROP TABLE api_tokens", false},
+		{"a dropped token column is not ready", "ALTER TABLE api_tokens DROP COLUMN last_used_at", false},
 		{"a dropped column is not ready", "ALTER TABLE users DROP COLUMN photo_url", false},
 		{"a renamed column is not ready", "ALTER TABLE users RENAME COLUMN oidc_subject TO subject", false},
 	}

@@ -153,7 +153,7 @@ func TestDroppedConnectionIsUnavailableThenRecovers(t *testing.T) {
 func TestUnexpectedDatabaseErrorIsInternalAndLogged(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	if _, err := e.conn.Exec(t.Context(), "DROP TABLE users"); err != nil {
+	if _, err := e.conn.Exec(t.Context(), "DROP TABLE users CASCADE"); err != nil {
 		t.Fatal(err)
 	}
 	_, err := e.client.GetUser(t.Context(), &usersv1.GetUserRequest{IdentityId: uuid.NewString()})
