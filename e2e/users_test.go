@@ -3,6 +3,8 @@
 package e2e
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -123,5 +125,27 @@ func TestLoginStory(t *testing.T) {
 	}
 	if got := found.GetUsers(); len(got) == 0 || got[0].GetIdentityId() != user.GetMeta().GetId() {
 		t.Errorf("SearchUsers(%q): %v, want the user first", me.GetUser().GetUsername(), got)
+	}
+
+	// A personal API token, as the user makes one and the gateway then
+	// resolves it by its hash, until the user revokes it.
+	tok, err := users.CreateAPIToken(asUser, &usersv1.CreateAPITokenRequest{Name: "e2e"})
+	if err != nil {
+		t.Fatalf("CreateAPIToken: %v", err)
+	}
+	sum := sha256.Sum256([]byte(tok.GetPlaintextToken()))
+	byHash := &usersv1.ResolveAPITokenRequest{TokenHash: hex.EncodeToString(sum[:])}
+	resolved, err := users.ResolveAPIToken(ctx, byHash)
+	if err != nil {
+		t.Fatalf("ResolveAPIToken: %v", err)
+	}
+	if got := resolved.GetIdentityId(); got != user.GetMeta().GetId() {
+		t.Errorf("ResolveAPIToken: identity_id %s, want %s", got, user.GetMeta().GetId())
+	}
+	if _, err := users.RevokeAPIToken(asUser, &usersv1.RevokeAPITokenRequest{TokenId: tok.GetToken().GetId()}); err != nil {
+		t.Fatalf("RevokeAPIToken: %v", err)
+	}
+	if _, err := users.ResolveAPIToken(ctx, byHash); status.Code(err) != codes.NotFound {
+		t.Errorf("ResolveAPIToken of a revoked token: %v, want NotFound", err)
 	}
 }
