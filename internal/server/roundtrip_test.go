@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/agynio/users/internal/apitoken"
 	usersv1 "github.com/agynio/users/internal/gen/agynio/api/users/v1"
 	"github.com/agynio/users/internal/testing/testdb"
 )
@@ -44,8 +45,9 @@ func (c *statementCounter) counted(fn func()) (queries, prepares int64) {
 
 // TestOneRoundTripPerCall holds each RPC of the hot paths to one statement
 // per call, once the connection has prepared it: a batch is one query,
-// not one per id, and a login, of a known or a new subject, is one upsert,
-// not a lookup and then an insert.
+// not one per id, a login, of a known or a new subject, is one upsert,
+// not a lookup and then an insert, and a token's resolve is its read
+// alone.
 func TestOneRoundTripPerCall(t *testing.T) {
 	t.Parallel()
 	counter := &statementCounter{}
@@ -69,6 +71,12 @@ func TestOneRoundTripPerCall(t *testing.T) {
 	for i := range 101 {
 		u := e.createUser(t, &usersv1.ResolveOrCreateUserRequest{OidcSubject: fmt.Sprintf("auth0|user-%d", i)})
 		ids = append(ids, u.GetMeta().GetId())
+	}
+	owner := asCaller(ctx, ids[9])
+	tokensMade := 0
+	token, err := e.client.CreateAPIToken(owner, &usersv1.CreateAPITokenRequest{Name: "hot path"})
+	if err != nil {
+		t.Fatal(err)
 	}
 	newSubject := 0
 	rpcs := []struct {
@@ -108,6 +116,17 @@ func TestOneRoundTripPerCall(t *testing.T) {
 		{"UpdateUser", func() error {
 			name := "Renamed"
 			_, err := e.client.UpdateUser(ctx, &usersv1.UpdateUserRequest{IdentityId: ids[5], Name: &name})
+			return err
+		}},
+		// A read, which writes nothing: the use waits for the flush.
+		{"ResolveAPIToken", func() error {
+			_, err := e.client.ResolveAPIToken(ctx, &usersv1.ResolveAPITokenRequest{TokenHash: apitoken.Hash(token.GetPlaintextToken())})
+			return err
+		}},
+		// The insert, its cap checked by the table's trigger.
+		{"CreateAPIToken", func() error {
+			tokensMade++
+			_, err := e.client.CreateAPIToken(owner, &usersv1.CreateAPITokenRequest{Name: fmt.Sprintf("token %d", tokensMade)})
 			return err
 		}},
 	}
