@@ -1,10 +1,12 @@
 package server
 
 import (
+	"encoding/hex"
 	"net/mail"
 	"net/url"
 	"strings"
 	"testing"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -57,6 +59,29 @@ func FuzzValidators(f *testing.F) {
 		id := v.identityID("f", s)
 		if v.count() == 0 && id.String() != strings.ToLower(s) {
 			t.Errorf("identityID(%q) accepted it as %s", s, id)
+		}
+
+		v = violations{}
+		v.tokenName("f", s)
+		if want := clean && runes >= 1 && runes <= maxTokenName && strings.IndexFunc(s, unicode.IsControl) < 0; (v.count() == 0) != want {
+			t.Errorf("tokenName(%q) accepted=%v, want %v", s, v.count() == 0, want)
+		}
+
+		// A hash is 64 hex digits, read in lower case; no description
+		// quotes it.
+		v = violations{}
+		hash := v.tokenHash("f", s)
+		_, hexErr := hex.DecodeString(s)
+		if want := len(s) == 64 && hexErr == nil; (v.count() == 0) != want {
+			t.Errorf("tokenHash(%q) accepted=%v, want %v", s, v.count() == 0, want)
+		}
+		if v.count() == 0 && hash != strings.ToLower(s) {
+			t.Errorf("tokenHash(%q) = %q, want it in lower case", s, hash)
+		}
+		for _, d := range v.named {
+			if len(s) >= 48 && strings.Contains(d.GetDescription(), s) { // shorter ones may be words of it
+				t.Errorf("tokenHash's description %q quotes the input", d.GetDescription())
+			}
 		}
 	})
 }
