@@ -155,7 +155,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	defer stopWatch()
 	go watch.Run(watchCtx)
 	go promoteDeclaredAdmins(watchCtx, users, log)
-	go users.RecordTokenUse(watchCtx, tokenUseInterval)
+	// Token uses are written every tokenUseInterval while calls are
+	// served, the drain included, and once more after it.
+	usageCtx, stopUsage := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopUsage()
+	go users.RecordTokenUse(usageCtx, tokenUseInterval)
 
 	// Listeners, and the admin HTTP server: up before gRPC serves and down
 	// after it, so that readiness and metrics are there for the whole life
@@ -193,6 +197,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	drain(srv, healthSrv, cfg.ShutdownTimeout, log)
+	stopUsage()
 	flushTokenUse(ctx, users, cfg.DBTimeout, log)
 	return nil
 }
