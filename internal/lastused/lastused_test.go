@@ -1,8 +1,10 @@
 package lastused_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -105,5 +107,71 @@ func TestFailedFlushKeepsTheUses(t *testing.T) {
 	got := w.calls[len(w.calls)-1]
 	if !got[a].Equal(useA) || !got[b].Equal(laterB) {
 		t.Errorf("retried write = %v, want a at %s and b at its later use %s", got, useA, laterB)
+	}
+}
+
+// The ids go to the write in ascending order, whatever order they were
+// used in, so that two replicas' writes lock rows in the same order.
+func TestFlushWritesInIDOrder(t *testing.T) {
+	var got []uuid.UUID
+	r := lastused.New(func(_ context.Context, ids []uuid.UUID, _ []time.Time) error {
+		got = ids
+		return nil
+	})
+	now := time.Now()
+	for range 500 {
+		r.Use(uuid.New(), nil, now)
+	}
+	if err := r.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 500 || !slices.IsSortedFunc(got, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) }) {
+		t.Errorf("wrote %d ids, sorted %v; want 500 in ascending order", len(got), slices.IsSortedFunc(got, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) }))
+	}
+}
+
+// A flush that starts while another is writing waits for it: when that
+// write fails (as the periodic one may at shutdown), the later flush
+// writes the uses it gave back, rather than finding nothing to write
+// while they are out.
+func TestFlushWaitsForTheFlushUnderWay(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	var calls [][]uuid.UUID
+	first := true
+	r := lastused.New(func(_ context.Context, ids []uuid.UUID, _ []time.Time) error {
+		calls = append(calls, ids)
+		if first {
+			first = false
+			close(entered)
+			<-release
+			return errors.New("cancelled")
+		}
+		return nil
+	})
+	id := uuid.New()
+	r.Use(id, nil, time.Now())
+
+	firstDone := make(chan error, 1)
+	go func() { firstDone <- r.Flush(t.Context()) }()
+	<-entered
+	secondDone := make(chan error, 1)
+	go func() { secondDone <- r.Flush(t.Context()) }()
+	select {
+	case err := <-secondDone:
+		t.Fatalf("the second flush returned (%v) while the first was writing", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	if err := <-firstDone; err == nil {
+		t.Fatal("the first flush succeeded; want its write's error")
+	}
+	if err := <-secondDone; err != nil {
+		t.Fatal(err)
+	}
+	if len(calls) != 2 || len(calls[1]) != 1 || calls[1][0] != id {
+		t.Errorf("writes = %v, want the second to write the use the first gave back", calls)
+	}
+	if _, ok := r.Latest(id); ok {
+		t.Errorf("the use is still pending after the second flush wrote it")
 	}
 }
