@@ -133,21 +133,13 @@ func IsUnknownOwner(err error) bool {
 		pgErr.Code == pgerrcode.ForeignKeyViolation && pgErr.ConstraintName == tokenOwnerKey
 }
 
-// The SQLSTATEs of api_tokens' per-user caps (see sql/migrations).
-const (
-	tooManyLiveTokens = "UT001"
-	tooManyTokens     = "UT002"
-)
+// tooManyLiveTokens is the SQLSTATE of api_tokens' cap on a user's live
+// tokens (see sql/migrations).
+const tooManyLiveTokens = "UT001"
 
 // IsTooManyLiveTokens reports whether a token insert was refused because
 // its owner holds the most live tokens allowed.
-func IsTooManyLiveTokens(err error) bool { return hasCode(err, tooManyLiveTokens) }
-
-// IsTooManyTokens reports whether a token insert was refused because its
-// owner holds the most tokens allowed, expired ones included.
-func IsTooManyTokens(err error) bool { return hasCode(err, tooManyTokens) }
-
-func hasCode(err error, code string) bool {
+func IsTooManyLiveTokens(err error) bool {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == code
+	return errors.As(err, &pgErr) && pgErr.Code == tooManyLiveTokens
 }

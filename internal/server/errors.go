@@ -40,8 +40,6 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 		return status.Error(codes.NotFound, "user not found")
 	case db.IsTooManyLiveTokens(err):
 		return status.Errorf(codes.FailedPrecondition, "a user may hold at most %d live API tokens: revoke one first", MaxLiveTokens)
-	case db.IsTooManyTokens(err):
-		return status.Errorf(codes.FailedPrecondition, "a user may hold at most %d API tokens, expired ones included: revoke expired ones first", MaxTokens)
 	case db.IsDuplicateID(err):
 		// The id allocator handed out an id that is taken: a retry
 		// allocates another. Logged at error level, as an allocator that

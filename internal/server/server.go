@@ -55,8 +55,9 @@ type Server struct {
 	now func() time.Time
 }
 
-// The per-user caps on API tokens, which the api_tokens table's trigger
-// enforces (see sql/migrations).
+// The per-user bounds on API tokens, which the api_tokens table's trigger
+// keeps (see sql/migrations): at most MaxLiveTokens unexpired, one more
+// refused; at most MaxTokens in all, the longest expired making room.
 const (
 	MaxLiveTokens = 100
 	MaxTokens     = 1000

@@ -18,8 +18,7 @@ CREATE TABLE api_tokens (
     CONSTRAINT api_tokens_token_hash_key UNIQUE (token_hash),
     CONSTRAINT api_tokens_token_hash_format CHECK (token_hash ~ '^[0-9a-f]{64}$'),
     CONSTRAINT api_tokens_token_prefix_format CHECK (token_prefix ~ '^agyn_[0-9A-Za-z]{3}$'),
-    CONSTRAINT api_tokens_name_length CHECK (char_length(name) BETWEEN 1 AND 100),
-    CONSTRAINT api_tokens_expiry_after_creation CHECK (expires_at > created_at)
+    CONSTRAINT api_tokens_name_length CHECK (char_length(name) BETWEEN 1 AND 100)
 )
 -- Every used token's row is rewritten once a second with its last use,
 -- a column no index holds. Room left free on each page lets the new
@@ -32,16 +31,21 @@ WITH (fillfactor = 70);
 -- below counts with it, and DeleteUser's cascade finds them by it.
 CREATE INDEX api_tokens_owner ON api_tokens (identity_id, created_at DESC, id DESC);
 
--- The per-user caps, checked for every inserted token: at most 100 live
--- (unexpired) tokens, and at most 1000 in all, expired ones included, so
--- that the table stays bounded however tokens are created. Each is its
--- own SQLSTATE, for the service to answer FAILED_PRECONDITION naming it.
+-- The per-user bounds, kept for every inserted token: at most 100 live
+-- (unexpired) tokens, one more refused with SQLSTATE UT001 for the
+-- service to answer FAILED_PRECONDITION naming the limit; and at most
+-- 1000 in all, expired ones included, so that the table stays bounded
+-- however tokens are made. At that bound, rather than refuse a script
+-- that makes a short-lived token every run, the token that expired
+-- longest ago makes room (with fewer than 100 live, 900 have expired).
 -- The trigger first locks the owner's users row, so that a user's
 -- concurrent inserts are counted one after the other: in READ COMMITTED
 -- each statement of this function reads a snapshot of its own, and the
 -- count, taken after the lock, sees every token committed before it. A
 -- count in the INSERT statement itself would read the statement's
 -- snapshot, taken before the wait, and a burst would slip past.
+-- "Expired" is by the database's clock here; ResolveAPIToken tells by the
+-- service's.
 CREATE FUNCTION api_tokens_within_caps() RETURNS trigger
     LANGUAGE plpgsql
 AS $$
@@ -59,8 +63,12 @@ BEGIN
             USING ERRCODE = 'UT001';
     END IF;
     IF held >= 1000 THEN
-        RAISE EXCEPTION 'the user holds 1000 API tokens, expired ones included, the most allowed'
-            USING ERRCODE = 'UT002';
+        DELETE FROM api_tokens
+         WHERE id IN (SELECT id
+                        FROM api_tokens
+                       WHERE identity_id = NEW.identity_id AND expires_at <= now()
+                       ORDER BY expires_at, id
+                       LIMIT held - 999);
     END IF;
     RETURN NEW;
 END
