@@ -156,10 +156,14 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	go watch.Run(watchCtx)
 	go promoteDeclaredAdmins(watchCtx, users, log)
 	// Token uses are written every tokenUseInterval while calls are
-	// served, the drain included, and once more after it.
+	// served, the drain included, and once more when serve returns, after
+	// the drain or on a failure.
 	usageCtx, stopUsage := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopUsage()
 	go users.RecordTokenUse(usageCtx, tokenUseInterval)
+	defer func() {
+		stopUsage()
+		flushTokenUse(ctx, users, cfg.DBTimeout, log)
+	}()
 
 	// Listeners, and the admin HTTP server: up before gRPC serves and down
 	// after it, so that readiness and metrics are there for the whole life
@@ -197,8 +201,6 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	drain(srv, healthSrv, cfg.ShutdownTimeout, log)
-	stopUsage()
-	flushTokenUse(ctx, users, cfg.DBTimeout, log)
 	return nil
 }
 
@@ -208,7 +210,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 const tokenUseInterval = time.Second
 
 // flushTokenUse writes the token uses still in memory, once the drain
-// has ended every call, within timeout.
+// has ended every call, within timeout; a periodic write under way ends
+// first.
 func flushTokenUse(ctx context.Context, users *server.Server, timeout time.Duration, log *slog.Logger) {
 	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
