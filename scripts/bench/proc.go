@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"runtime"
 	"syscall"
@@ -93,7 +94,12 @@ func (m machineCPU) busyShare() float64 {
 	return float64(m.Busy) / float64(m.Total)
 }
 
-func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+// procfs gives /proc/stat's ticks as float seconds; rounded to the tick,
+// so that a total is never a nanosecond short of its busy part (939.999999
+// against 940 ms failed a test once).
+func seconds(s float64) time.Duration {
+	return time.Duration(math.Round(s/clockTick.Seconds())) * clockTick
+}
 
 // PostgreSQL runs a process per connection, forked from the postmaster.
 // The CPU of the whole server is the postmaster's own, its live children's,
