@@ -98,9 +98,9 @@ func runMigrate(ctx context.Context, cfg config.Config, action string) error {
 // serve runs the gRPC server until ctx is cancelled (SIGINT/SIGTERM), then
 // shuts down in order: health NOT_SERVING, calls still served for
 // cfg.DrainDelay, in-flight RPCs drain for up to cfg.ShutdownTimeout, the
-// API tokens' last uses are written, the admin listener and the database
-// pools close. Each resource is closed
-// where it is created, by a defer that also covers an early return.
+// admin listener closes, the API tokens' last uses are written, and the
+// database pools close. Each resource is closed where it is created, by a
+// defer that also covers an early return.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	// Configuration is loaded and validated (config.Load); what remains
 	// are the runtime settings: the memory limit and tracing.
@@ -204,9 +204,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	return nil
 }
 
-// tokenUseInterval is how often the API tokens' last uses are written: at
-// most this much of last_used_at is lost if the process dies without its
-// shutdown (which writes what is left).
+// tokenUseInterval is how often the API tokens' last uses are written:
+// while the database answers, at most this much of last_used_at is lost
+// if the process dies without its shutdown (which writes what is left).
 const tokenUseInterval = time.Second
 
 // flushTokenUse writes the token uses still in memory, once the drain
