@@ -32,7 +32,7 @@ func BenchmarkLoginOfAKnownUser(b *testing.B) {
 	pool := testdb.New(b)
 	q := db.New(pool)
 	ctx := context.Background()
-	params := db.ResolveOrCreateUserParams{OidcSubject: "bench|known", Name: "Known", Email: "known@example.com"}
+	params := db.ResolveOrCreateUserParams{OidcSubject: "bench|known", Name: "Known", Email: "known@example.com", ActorService: &testActor}
 	params.IdentityID = uuid.Must(uuid.NewV7())
 	if _, err := q.ResolveOrCreateUser(ctx, params); err != nil {
 		b.Fatal(err)
@@ -70,7 +70,7 @@ func BenchmarkBatchGetUsers(b *testing.B) {
 	ids := make([]uuid.UUID, 100)
 	for i := range ids {
 		ids[i] = uuid.Must(uuid.NewV7())
-		if _, err := q.ResolveOrCreateUser(ctx, db.ResolveOrCreateUserParams{IdentityID: ids[i], OidcSubject: ids[i].String()}); err != nil {
+		if _, err := q.ResolveOrCreateUser(ctx, db.ResolveOrCreateUserParams{IdentityID: ids[i], OidcSubject: ids[i].String(), ActorService: &testActor}); err != nil {
 			b.Fatal(err)
 		}
 	}

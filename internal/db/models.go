@@ -11,26 +11,38 @@ import (
 )
 
 type APIToken struct {
-	ID          uuid.UUID
-	IdentityID  uuid.UUID
-	Name        string
-	TokenHash   string
-	TokenPrefix string
-	ExpiresAt   *time.Time
-	CreatedAt   time.Time
-	LastUsedAt  *time.Time
+	ID          uuid.UUID  `json:"id"`
+	IdentityID  uuid.UUID  `json:"identity_id"`
+	Name        string     `json:"name"`
+	TokenHash   string     `json:"token_hash"`
+	TokenPrefix string     `json:"token_prefix"`
+	ExpiresAt   *time.Time `json:"expires_at"`
+	CreatedAt   time.Time  `json:"created_at"`
+	LastUsedAt  *time.Time `json:"last_used_at"`
+}
+
+type Outbox struct {
+	Seq             int64      `json:"seq"`
+	ID              uuid.UUID  `json:"id"`
+	Kind            string     `json:"kind"`
+	IdentityID      uuid.UUID  `json:"identity_id"`
+	ActorIdentityID *uuid.UUID `json:"actor_identity_id"`
+	ActorService    *string    `json:"actor_service"`
+	OccurredAt      time.Time  `json:"occurred_at"`
+	ChangedFields   []string   `json:"changed_fields"`
+	Data            []byte     `json:"data"`
 }
 
 type User struct {
-	IdentityID    uuid.UUID
-	OidcSubject   string
-	Name          string
-	Email         string
-	PhotoUrl      string
-	CreatedAt     time.Time
-	UpdatedAt     time.Time
-	Nickname      string
-	Username      string
-	EmailVerified bool
-	ClusterRole   *string
+	IdentityID    uuid.UUID `json:"identity_id"`
+	OidcSubject   string    `json:"oidc_subject"`
+	Name          string    `json:"name"`
+	Email         string    `json:"email"`
+	PhotoUrl      string    `json:"photo_url"`
+	CreatedAt     time.Time `json:"created_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+	Nickname      string    `json:"nickname"`
+	Username      string    `json:"username"`
+	EmailVerified bool      `json:"email_verified"`
+	ClusterRole   *string   `json:"cluster_role"`
 }

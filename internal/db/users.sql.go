@@ -74,25 +74,49 @@ func (q *Queries) CheckSchema(ctx context.Context) error {
 }
 
 const createAPIToken = `-- name: CreateAPIToken :one
-INSERT INTO api_tokens (id, identity_id, name, token_hash, token_prefix, expires_at)
-VALUES ($1, $2, $3, $4, $5, $6)
-RETURNING id, identity_id, name, token_hash, token_prefix, expires_at, created_at, last_used_at
+WITH created AS (
+    INSERT INTO api_tokens (id, identity_id, name, token_hash, token_prefix, expires_at)
+    VALUES ($1, $2, $3, $4, $5, $6)
+    RETURNING id, identity_id, name, token_hash, token_prefix, expires_at, created_at, last_used_at
+), event AS (
+    INSERT INTO outbox (kind, identity_id, actor_identity_id, actor_service, data)
+    SELECT 'api_token.created', c.identity_id, $7::uuid, $8::text, to_jsonb(c) - 'token_hash'
+    FROM created c
+)
+SELECT id, identity_id, name, token_hash, token_prefix, expires_at, created_at, last_used_at
+FROM created
 `
 
 type CreateAPITokenParams struct {
-	ID          uuid.UUID
-	IdentityID  uuid.UUID
-	Name        string
-	TokenHash   string
-	TokenPrefix string
-	ExpiresAt   *time.Time
+	ID              uuid.UUID  `json:"id"`
+	IdentityID      uuid.UUID  `json:"identity_id"`
+	Name            string     `json:"name"`
+	TokenHash       string     `json:"token_hash"`
+	TokenPrefix     string     `json:"token_prefix"`
+	ExpiresAt       *time.Time `json:"expires_at"`
+	ActorIdentityID *uuid.UUID `json:"actor_identity_id"`
+	ActorService    *string    `json:"actor_service"`
+}
+
+type CreateAPITokenRow struct {
+	ID          uuid.UUID  `json:"id"`
+	IdentityID  uuid.UUID  `json:"identity_id"`
+	Name        string     `json:"name"`
+	TokenHash   string     `json:"token_hash"`
+	TokenPrefix string     `json:"token_prefix"`
+	ExpiresAt   *time.Time `json:"expires_at"`
+	CreatedAt   time.Time  `json:"created_at"`
+	LastUsedAt  *time.Time `json:"last_used_at"`
 }
 
 // A new personal API token: its SHA-256 and prefix, never the token. The
 // table's trigger refuses a user's 101st live token, and 1001st in all
 // (see sql/migrations), whatever else is inserting that user's tokens at
-// the same moment; an unknown owner fails on the foreign key.
-func (q *Queries) CreateAPIToken(ctx context.Context, arg CreateAPITokenParams) (APIToken, error) {
+// the same moment; an unknown owner fails on the foreign key. The token,
+// without its hash, makes its api_token.created event, written by the
+// same statement (after the trigger's: an expired token deleted to make
+// room writes its api_token.revoked event first).
+func (q *Queries) CreateAPIToken(ctx context.Context, arg CreateAPITokenParams) (CreateAPITokenRow, error) {
 	row := q.db.QueryRow(ctx, createAPIToken,
 		arg.ID,
 		arg.IdentityID,
@@ -100,8 +124,10 @@ func (q *Queries) CreateAPIToken(ctx context.Context, arg CreateAPITokenParams) 
 		arg.TokenHash,
 		arg.TokenPrefix,
 		arg.ExpiresAt,
+		arg.ActorIdentityID,
+		arg.ActorService,
 	)
-	var i APIToken
+	var i CreateAPITokenRow
 	err := row.Scan(
 		&i.ID,
 		&i.IdentityID,
@@ -116,29 +142,54 @@ func (q *Queries) CreateAPIToken(ctx context.Context, arg CreateAPITokenParams) 
 }
 
 const createUser = `-- name: CreateUser :one
-INSERT INTO users (identity_id, oidc_subject, name, nickname, photo_url, cluster_role, username)
-VALUES (
-    $1, $2, $3, $4, $5, $6,
-    COALESCE($7::text, users_free_username(users_username_base(NULL, NULL, $3, $2)))
+WITH inserted AS (
+    INSERT INTO users (identity_id, oidc_subject, name, nickname, photo_url, cluster_role, username)
+    VALUES (
+        $1, $2, $3, $4, $5, $6,
+        COALESCE($7::text, users_free_username(users_username_base(NULL, NULL, $3, $2)))
+    )
+    RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
+), event AS (
+    INSERT INTO outbox (kind, identity_id, actor_identity_id, actor_service, data)
+    SELECT 'user.created', i.identity_id, $8::uuid, $9::text, to_jsonb(i)
+    FROM inserted i
 )
-RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
+SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
+FROM inserted
 `
 
 type CreateUserParams struct {
-	IdentityID  uuid.UUID
-	OidcSubject string
-	Name        string
-	Nickname    string
-	PhotoUrl    string
-	ClusterRole *string
-	Username    *string
+	IdentityID      uuid.UUID  `json:"identity_id"`
+	OidcSubject     string     `json:"oidc_subject"`
+	Name            string     `json:"name"`
+	Nickname        string     `json:"nickname"`
+	PhotoUrl        string     `json:"photo_url"`
+	ClusterRole     *string    `json:"cluster_role"`
+	Username        *string    `json:"username"`
+	ActorIdentityID *uuid.UUID `json:"actor_identity_id"`
+	ActorService    *string    `json:"actor_service"`
+}
+
+type CreateUserRow struct {
+	IdentityID    uuid.UUID `json:"identity_id"`
+	OidcSubject   string    `json:"oidc_subject"`
+	Name          string    `json:"name"`
+	Email         string    `json:"email"`
+	PhotoUrl      string    `json:"photo_url"`
+	CreatedAt     time.Time `json:"created_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+	Nickname      string    `json:"nickname"`
+	Username      string    `json:"username"`
+	EmailVerified bool      `json:"email_verified"`
+	ClusterRole   *string   `json:"cluster_role"`
 }
 
 // An administrator's pre-provisioning of a user before their first login,
 // which then finds this row and keeps it as it is. With no username
 // given, one is derived from the name, else the subject, as at a login.
-// A taken subject or username fails on its unique index.
-func (q *Queries) CreateUser(ctx context.Context, arg CreateUserParams) (User, error) {
+// A taken subject or username fails on its unique index. The new user
+// makes its user.created event, written by the same statement.
+func (q *Queries) CreateUser(ctx context.Context, arg CreateUserParams) (CreateUserRow, error) {
 	row := q.db.QueryRow(ctx, createUser,
 		arg.IdentityID,
 		arg.OidcSubject,
@@ -147,8 +198,10 @@ func (q *Queries) CreateUser(ctx context.Context, arg CreateUserParams) (User, e
 		arg.PhotoUrl,
 		arg.ClusterRole,
 		arg.Username,
+		arg.ActorIdentityID,
+		arg.ActorService,
 	)
-	var i User
+	var i CreateUserRow
 	err := row.Scan(
 		&i.IdentityID,
 		&i.OidcSubject,
@@ -186,27 +239,41 @@ WITH target AS (
     DELETE FROM users
     WHERE users.identity_id = $1
       AND NOT EXISTS (SELECT 1 FROM refusal WHERE reason IS NOT NULL)
-    RETURNING identity_id
+    RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
+), event AS (
+    INSERT INTO outbox (kind, identity_id, actor_identity_id, actor_service, data)
+    SELECT 'user.deleted', d.identity_id, $3::uuid, $4::text, to_jsonb(d)
+    FROM deleted d
 )
 SELECT EXISTS (SELECT 1 FROM deleted) AS deleted, COALESCE((SELECT reason FROM refusal), '')::text AS refusal
 `
 
 type DeleteUserParams struct {
-	IdentityID     uuid.UUID
-	DeclaredAdmins []string
+	IdentityID      uuid.UUID  `json:"identity_id"`
+	DeclaredAdmins  []string   `json:"declared_admins"`
+	ActorIdentityID *uuid.UUID `json:"actor_identity_id"`
+	ActorService    *string    `json:"actor_service"`
 }
 
 type DeleteUserRow struct {
-	Deleted bool
-	Refusal string
+	Deleted bool   `json:"deleted"`
+	Refusal string `json:"refusal"`
 }
 
 // Deletes a user, freeing the username and the subject (a later login of
 // the subject creates a new user). Refused, as by RevokeClusterRole and
 // for the same reasons, for a declared administrator or the last one.
-// deleted is false and refusal empty when there is no such user.
+// deleted is false and refusal empty when there is no such user. The
+// user as it was makes its user.deleted event, written by the same
+// statement; the user's API tokens go with it (ON DELETE CASCADE), with
+// no events of their own.
 func (q *Queries) DeleteUser(ctx context.Context, arg DeleteUserParams) (DeleteUserRow, error) {
-	row := q.db.QueryRow(ctx, deleteUser, arg.IdentityID, arg.DeclaredAdmins)
+	row := q.db.QueryRow(ctx, deleteUser,
+		arg.IdentityID,
+		arg.DeclaredAdmins,
+		arg.ActorIdentityID,
+		arg.ActorService,
+	)
 	var i DeleteUserRow
 	err := row.Scan(&i.Deleted, &i.Refusal)
 	return i, err
@@ -352,8 +419,8 @@ LIMIT $2
 `
 
 type ListUsersParams struct {
-	After uuid.UUID
-	Max   int32
+	After uuid.UUID `json:"after"`
+	Max   int32     `json:"max"`
 }
 
 // A page of users in identity id order, after the last id of the previous
@@ -392,22 +459,30 @@ func (q *Queries) ListUsers(ctx context.Context, arg ListUsersParams) ([]User, e
 	return items, nil
 }
 
-const promoteDeclaredAdmins = `-- name: PromoteDeclaredAdmins :execrows
-UPDATE users
-SET cluster_role = 'admin',
-    updated_at   = GREATEST(now(), updated_at + interval '1 microsecond')
-WHERE oidc_subject = ANY($1::text[])
-  AND cluster_role IS DISTINCT FROM 'admin'
+const promoteDeclaredAdmins = `-- name: PromoteDeclaredAdmins :one
+WITH promoted AS (
+    UPDATE users
+    SET cluster_role = 'admin',
+        updated_at   = GREATEST(now(), updated_at + interval '1 microsecond')
+    WHERE oidc_subject = ANY($1::text[])
+      AND cluster_role IS DISTINCT FROM 'admin'
+    RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
+), event AS (
+    INSERT INTO outbox (kind, identity_id, actor_service, changed_fields, data)
+    SELECT 'user.updated', p.identity_id, 'users', ARRAY['cluster_role'], to_jsonb(p)
+    FROM promoted p
+)
+SELECT count(*) FROM promoted
 `
 
 // At start-up: the users of CLUSTER_ADMIN_SUBJECTS who exist already
-// become administrators (those who do not, at their first login).
+// become administrators (those who do not, at their first login). Each
+// writes a user.updated event, the users service itself its actor.
 func (q *Queries) PromoteDeclaredAdmins(ctx context.Context, subjects []string) (int64, error) {
-	result, err := q.db.Exec(ctx, promoteDeclaredAdmins, subjects)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
+	row := q.db.QueryRow(ctx, promoteDeclaredAdmins, subjects)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
 }
 
 const recordAPITokenUse = `-- name: RecordAPITokenUse :exec
@@ -418,8 +493,8 @@ WHERE api_tokens.id = used.id
 `
 
 type RecordAPITokenUseParams struct {
-	Ids    []uuid.UUID
-	UsedAt []time.Time
+	Ids    []uuid.UUID `json:"ids"`
+	UsedAt []time.Time `json:"used_at"`
 }
 
 // The last uses of every token resolved since the previous flush, one
@@ -507,6 +582,10 @@ WITH existing AS (
     WHERE NOT EXISTS (SELECT 1 FROM existing)
     ON CONFLICT DO NOTHING
     RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
+), event AS (
+    INSERT INTO outbox (kind, identity_id, actor_identity_id, actor_service, data)
+    SELECT 'user.created', i.identity_id, $9::uuid, $10::text, to_jsonb(i)
+    FROM inserted i
 )
 SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role, false AS created
 FROM existing
@@ -516,29 +595,31 @@ FROM inserted
 `
 
 type ResolveOrCreateUserParams struct {
-	OidcSubject       string
-	IdentityID        uuid.UUID
-	Name              string
-	Email             string
-	PhotoUrl          string
-	EmailVerified     bool
-	ClusterRole       *string
-	PreferredUsername *string
+	OidcSubject       string     `json:"oidc_subject"`
+	IdentityID        uuid.UUID  `json:"identity_id"`
+	Name              string     `json:"name"`
+	Email             string     `json:"email"`
+	PhotoUrl          string     `json:"photo_url"`
+	EmailVerified     bool       `json:"email_verified"`
+	ClusterRole       *string    `json:"cluster_role"`
+	PreferredUsername *string    `json:"preferred_username"`
+	ActorIdentityID   *uuid.UUID `json:"actor_identity_id"`
+	ActorService      *string    `json:"actor_service"`
 }
 
 type ResolveOrCreateUserRow struct {
-	IdentityID    uuid.UUID
-	OidcSubject   string
-	Name          string
-	Email         string
-	PhotoUrl      string
-	CreatedAt     time.Time
-	UpdatedAt     time.Time
-	Nickname      string
-	Username      string
-	EmailVerified bool
-	ClusterRole   *string
-	Created       bool
+	IdentityID    uuid.UUID `json:"identity_id"`
+	OidcSubject   string    `json:"oidc_subject"`
+	Name          string    `json:"name"`
+	Email         string    `json:"email"`
+	PhotoUrl      string    `json:"photo_url"`
+	CreatedAt     time.Time `json:"created_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+	Nickname      string    `json:"nickname"`
+	Username      string    `json:"username"`
+	EmailVerified bool      `json:"email_verified"`
+	ClusterRole   *string   `json:"cluster_role"`
+	Created       bool      `json:"created"`
 }
 
 // Login path: one round trip for both a new and a returning subject.
@@ -561,6 +642,8 @@ type ResolveOrCreateUserRow struct {
 // that picked the same free username at once end the same way for the
 // loser: no row, and no user under its subject either, so the caller
 // runs the statement again, which now sees the winner's username taken.
+// A user inserted writes its user.created event (see sql/migrations'
+// outbox) in the same statement; a returning login writes nothing.
 func (q *Queries) ResolveOrCreateUser(ctx context.Context, arg ResolveOrCreateUserParams) (ResolveOrCreateUserRow, error) {
 	row := q.db.QueryRow(ctx, resolveOrCreateUser,
 		arg.OidcSubject,
@@ -571,6 +654,8 @@ func (q *Queries) ResolveOrCreateUser(ctx context.Context, arg ResolveOrCreateUs
 		arg.EmailVerified,
 		arg.ClusterRole,
 		arg.PreferredUsername,
+		arg.ActorIdentityID,
+		arg.ActorService,
 	)
 	var i ResolveOrCreateUserRow
 	err := row.Scan(
@@ -590,25 +675,48 @@ func (q *Queries) ResolveOrCreateUser(ctx context.Context, arg ResolveOrCreateUs
 	return i, err
 }
 
-const revokeAPIToken = `-- name: RevokeAPIToken :execrows
-DELETE FROM api_tokens
-WHERE id = $1 AND identity_id = $2
+const revokeAPIToken = `-- name: RevokeAPIToken :one
+WITH owner AS (
+    SELECT users.identity_id
+    FROM users
+    WHERE users.identity_id = $1
+    FOR NO KEY UPDATE
+), revoked AS (
+    DELETE FROM api_tokens
+    WHERE api_tokens.id = $2 AND api_tokens.identity_id = (SELECT o.identity_id FROM owner o)
+    RETURNING id, identity_id, name, token_hash, token_prefix, expires_at, created_at, last_used_at
+), event AS (
+    INSERT INTO outbox (kind, identity_id, actor_identity_id, actor_service, data)
+    SELECT 'api_token.revoked', r.identity_id, $3::uuid, $4::text, to_jsonb(r) - 'token_hash'
+    FROM revoked r
+)
+SELECT count(*) FROM revoked
 `
 
 type RevokeAPITokenParams struct {
-	ID         uuid.UUID
-	IdentityID uuid.UUID
+	IdentityID      uuid.UUID  `json:"identity_id"`
+	ID              uuid.UUID  `json:"id"`
+	ActorIdentityID *uuid.UUID `json:"actor_identity_id"`
+	ActorService    *string    `json:"actor_service"`
 }
 
 // Revoking deletes the row, so that the token resolves no more, on every
-// replica, from the commit on. No row for a token that is unknown or
-// someone else's: the service answers both alike.
+// replica, from the commit on. Nothing for a token that is unknown or
+// someone else's: the service answers both alike. The token as it was,
+// without its hash, makes its api_token.revoked event, written by the
+// same statement. The owner's users row is locked first, as every other
+// change of a user's locks it, so that the user's events take their
+// order in the outbox in the order they commit.
 func (q *Queries) RevokeAPIToken(ctx context.Context, arg RevokeAPITokenParams) (int64, error) {
-	result, err := q.db.Exec(ctx, revokeAPIToken, arg.ID, arg.IdentityID)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
+	row := q.db.QueryRow(ctx, revokeAPIToken,
+		arg.IdentityID,
+		arg.ID,
+		arg.ActorIdentityID,
+		arg.ActorService,
+	)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
 }
 
 const revokeClusterRole = `-- name: RevokeClusterRole :one
@@ -640,6 +748,10 @@ WITH target AS (
     WHERE users.identity_id = $1
       AND NOT EXISTS (SELECT 1 FROM refusal WHERE reason IS NOT NULL)
     RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
+), event AS (
+    INSERT INTO outbox (kind, identity_id, actor_identity_id, actor_service, changed_fields, data)
+    SELECT 'user.updated', u.identity_id, $8::uuid, $9::text, $10::text[], to_jsonb(u)
+    FROM updated u
 )
 SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role, ''::text AS refusal
 FROM updated
@@ -650,28 +762,31 @@ WHERE r.reason IS NOT NULL
 `
 
 type RevokeClusterRoleParams struct {
-	IdentityID     uuid.UUID
-	DeclaredAdmins []string
-	Name           *string
-	Email          *string
-	PhotoUrl       *string
-	Nickname       *string
-	Username       *string
+	IdentityID      uuid.UUID  `json:"identity_id"`
+	DeclaredAdmins  []string   `json:"declared_admins"`
+	Name            *string    `json:"name"`
+	Email           *string    `json:"email"`
+	PhotoUrl        *string    `json:"photo_url"`
+	Nickname        *string    `json:"nickname"`
+	Username        *string    `json:"username"`
+	ActorIdentityID *uuid.UUID `json:"actor_identity_id"`
+	ActorService    *string    `json:"actor_service"`
+	ChangedFields   []string   `json:"changed_fields"`
 }
 
 type RevokeClusterRoleRow struct {
-	IdentityID    uuid.UUID
-	OidcSubject   string
-	Name          string
-	Email         string
-	PhotoUrl      string
-	CreatedAt     time.Time
-	UpdatedAt     time.Time
-	Nickname      string
-	Username      string
-	EmailVerified bool
-	ClusterRole   *string
-	Refusal       string
+	IdentityID    uuid.UUID `json:"identity_id"`
+	OidcSubject   string    `json:"oidc_subject"`
+	Name          string    `json:"name"`
+	Email         string    `json:"email"`
+	PhotoUrl      string    `json:"photo_url"`
+	CreatedAt     time.Time `json:"created_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+	Nickname      string    `json:"nickname"`
+	Username      string    `json:"username"`
+	EmailVerified bool      `json:"email_verified"`
+	ClusterRole   *string   `json:"cluster_role"`
+	Refusal       string    `json:"refusal"`
 }
 
 // UpdateUser taking the role away, with the other fields as
@@ -682,7 +797,8 @@ type RevokeClusterRoleRow struct {
 // statement locks every administrator's row first, in id order: of two
 // concurrent demotions of the last two administrators, the second waits
 // for the first, then sees it gone, and is refused. A statement of its
-// own, so that every other update stays a plain UPDATE of one row.
+// own, so that every other update stays a plain UPDATE of one row. An
+// update made writes its user.updated event; a refusal writes none.
 func (q *Queries) RevokeClusterRole(ctx context.Context, arg RevokeClusterRoleParams) (RevokeClusterRoleRow, error) {
 	row := q.db.QueryRow(ctx, revokeClusterRole,
 		arg.IdentityID,
@@ -692,6 +808,9 @@ func (q *Queries) RevokeClusterRole(ctx context.Context, arg RevokeClusterRolePa
 		arg.PhotoUrl,
 		arg.Nickname,
 		arg.Username,
+		arg.ActorIdentityID,
+		arg.ActorService,
+		arg.ChangedFields,
 	)
 	var i RevokeClusterRoleRow
 	err := row.Scan(
@@ -720,15 +839,15 @@ LIMIT $2
 `
 
 type SearchUsersParams struct {
-	Prefix string
-	Max    int32
+	Prefix string `json:"prefix"`
+	Max    int32  `json:"max"`
 }
 
 type SearchUsersRow struct {
-	IdentityID uuid.UUID
-	Username   string
-	Name       string
-	PhotoUrl   string
+	IdentityID uuid.UUID `json:"identity_id"`
+	Username   string    `json:"username"`
+	Name       string    `json:"name"`
+	PhotoUrl   string    `json:"photo_url"`
 }
 
 // The directory: usernames that start with prefix, in byte order, which
@@ -762,34 +881,61 @@ func (q *Queries) SearchUsers(ctx context.Context, arg SearchUsersParams) ([]Sea
 }
 
 const updateUserProfile = `-- name: UpdateUserProfile :one
-UPDATE users
-SET name         = COALESCE($1, name),
-    email        = COALESCE($2, email),
-    photo_url    = COALESCE($3, photo_url),
-    nickname     = COALESCE($4, nickname),
-    username     = COALESCE($5, username),
-    cluster_role = COALESCE($6, cluster_role),
-    updated_at   = GREATEST(now(), updated_at + interval '1 microsecond')
-WHERE identity_id = $7
-RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
+WITH updated AS (
+    UPDATE users
+    SET name         = COALESCE($1, name),
+        email        = COALESCE($2, email),
+        photo_url    = COALESCE($3, photo_url),
+        nickname     = COALESCE($4, nickname),
+        username     = COALESCE($5, username),
+        cluster_role = COALESCE($6, cluster_role),
+        updated_at   = GREATEST(now(), updated_at + interval '1 microsecond')
+    WHERE users.identity_id = $7
+    RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
+), event AS (
+    INSERT INTO outbox (kind, identity_id, actor_identity_id, actor_service, changed_fields, data)
+    SELECT 'user.updated', u.identity_id, $8::uuid, $9::text, $10::text[], to_jsonb(u)
+    FROM updated u
+)
+SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
+FROM updated
 `
 
 type UpdateUserProfileParams struct {
-	Name        *string
-	Email       *string
-	PhotoUrl    *string
-	Nickname    *string
-	Username    *string
-	ClusterRole *string
-	IdentityID  uuid.UUID
+	Name            *string    `json:"name"`
+	Email           *string    `json:"email"`
+	PhotoUrl        *string    `json:"photo_url"`
+	Nickname        *string    `json:"nickname"`
+	Username        *string    `json:"username"`
+	ClusterRole     *string    `json:"cluster_role"`
+	IdentityID      uuid.UUID  `json:"identity_id"`
+	ActorIdentityID *uuid.UUID `json:"actor_identity_id"`
+	ActorService    *string    `json:"actor_service"`
+	ChangedFields   []string   `json:"changed_fields"`
+}
+
+type UpdateUserProfileRow struct {
+	IdentityID    uuid.UUID `json:"identity_id"`
+	OidcSubject   string    `json:"oidc_subject"`
+	Name          string    `json:"name"`
+	Email         string    `json:"email"`
+	PhotoUrl      string    `json:"photo_url"`
+	CreatedAt     time.Time `json:"created_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+	Nickname      string    `json:"nickname"`
+	Username      string    `json:"username"`
+	EmailVerified bool      `json:"email_verified"`
+	ClusterRole   *string   `json:"cluster_role"`
 }
 
 // UpdateUser and UpdateMe, unless the role is taken away (see
 // RevokeClusterRole). A NULL argument keeps the stored value; any other
 // value, the empty string included, replaces it; cluster_role is NULL or
 // 'admin', which grants it. updated_at moves forward even if the
-// server's clock has stepped back since the last write.
-func (q *Queries) UpdateUserProfile(ctx context.Context, arg UpdateUserProfileParams) (User, error) {
+// server's clock has stepped back since the last write. The updated user
+// and changed_fields, the fields the call set, make its user.updated
+// event, written by the same statement.
+func (q *Queries) UpdateUserProfile(ctx context.Context, arg UpdateUserProfileParams) (UpdateUserProfileRow, error) {
 	row := q.db.QueryRow(ctx, updateUserProfile,
 		arg.Name,
 		arg.Email,
@@ -798,8 +944,11 @@ func (q *Queries) UpdateUserProfile(ctx context.Context, arg UpdateUserProfilePa
 		arg.Username,
 		arg.ClusterRole,
 		arg.IdentityID,
+		arg.ActorIdentityID,
+		arg.ActorService,
+		arg.ChangedFields,
 	)
-	var i User
+	var i UpdateUserProfileRow
 	err := row.Scan(
 		&i.IdentityID,
 		&i.OidcSubject,

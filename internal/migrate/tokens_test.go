@@ -99,12 +99,17 @@ func TestDownRefusesToDropTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The outbox's migration, the last, goes first: the token was
+	// inserted here, not by the service, so it left no event behind.
+	if err := migrate.Down(ctx, databaseURL, io.Discard); err != nil {
+		t.Fatalf("Down of the empty outbox: %v", err)
+	}
 	err = migrate.Down(ctx, databaseURL, io.Discard)
 	if !errors.Is(err, migrate.ErrDataLoss) || !strings.Contains(err.Error(), "api_tokens") {
 		t.Fatalf("Down with a token: %v, want ErrDataLoss naming api_tokens", err)
 	}
-	if got := schemaOf(t, databaseURL).Versions; len(got) != len(all) {
-		t.Errorf("applied migrations after the refusal: %v, want all %d", got, len(all))
+	if got := schemaOf(t, databaseURL).Versions; len(got) != len(all)-1 {
+		t.Errorf("applied migrations after the refusal: %v, want all %d but the outbox's", got, len(all))
 	}
 	if err := migrate.ForceDown(ctx, databaseURL, io.Discard); err != nil {
 		t.Fatalf("ForceDown: %v", err)
@@ -116,7 +121,7 @@ func TestDownRefusesToDropTokens(t *testing.T) {
 	if exists {
 		t.Errorf("api_tokens still there after the forced rollback")
 	}
-	if got := schemaOf(t, databaseURL).Versions; len(got) != len(all)-1 {
-		t.Errorf("applied migrations after the forced rollback: %v, want all but the last", got)
+	if got := schemaOf(t, databaseURL).Versions; len(got) != len(all)-2 {
+		t.Errorf("applied migrations after the forced rollback: %v, want all but the last two", got)
 	}
 }

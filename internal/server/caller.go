@@ -48,6 +48,54 @@ func callerID(ctx context.Context) (uuid.UUID, error) {
 	return id, nil
 }
 
+// actor is who makes a change, as the change's event records it (see
+// the events' proto): the user x-identity-id names, when the call names
+// one well-formed, else the calling service. Exactly one is set, as the
+// outbox's CHECK wants.
+type actor struct {
+	identityID *uuid.UUID
+	service    *string
+}
+
+// ServiceActor is the actor of the changes the service makes by itself:
+// promoting CLUSTER_ADMIN_SUBJECTS, and deleting an expired API token to
+// make room for a new one (which sql/ writes as the literal 'users').
+const ServiceActor = "users"
+
+// unknownService is the calling service's name when the call came with no
+// client certificate to tell it by.
+const unknownService = "unknown"
+
+func actorOf(ctx context.Context) actor {
+	if id, err := callerID(ctx); err == nil {
+		return actor{identityID: &id}
+	}
+	name := callingService(ctx)
+	return actor{service: &name}
+}
+
+// callingService names the client by its verified certificate, under
+// mutual TLS: its first URI SAN (a SPIFFE id, say), else its first DNS
+// SAN. Without one, unknownService.
+func callingService(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return unknownService
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
+		return unknownService
+	}
+	cert := info.State.VerifiedChains[0][0]
+	switch {
+	case len(cert.URIs) > 0:
+		return cert.URIs[0].String()
+	case len(cert.DNSNames) > 0:
+		return cert.DNSNames[0]
+	}
+	return unknownService
+}
+
 // caller reads the calling user: UNAUTHENTICATED without a well-formed
 // x-identity-id, NOT_FOUND when no user has that id.
 func (s *Server) caller(ctx context.Context) (db.User, error) {

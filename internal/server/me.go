@@ -37,9 +37,23 @@ func (s *Server) UpdateMe(ctx context.Context, req *usersv1.UpdateMeRequest) (*u
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	user, err := s.queries.UpdateUserProfile(ctx, db.UpdateUserProfileParams{IdentityID: id, Name: req.Name, Username: req.Username})
+	var changed []string
+	if req.Name != nil {
+		changed = append(changed, "name")
+	}
+	if req.Username != nil {
+		changed = append(changed, "username")
+	}
+	row, err := s.queries.UpdateUserProfile(ctx, db.UpdateUserProfileParams{
+		IdentityID:      id,
+		Name:            req.Name,
+		Username:        req.Username,
+		ActorIdentityID: &id,
+		ChangedFields:   changed,
+	})
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
+	user := db.User(row)
 	return &usersv1.UpdateMeResponse{User: userToProto(user), ClusterRole: s.roleOf(user)}, nil
 }

@@ -33,13 +33,16 @@ func (s *Server) CreateUser(ctx context.Context, req *usersv1.CreateUserRequest)
 	if s.declared[req.GetOidcSubject()] {
 		role = usersv1.ClusterRole_CLUSTER_ROLE_ADMIN
 	}
+	a := actorOf(ctx)
 	params := db.CreateUserParams{
-		OidcSubject: req.GetOidcSubject(),
-		Name:        req.GetName(),
-		Nickname:    req.GetNickname(),
-		PhotoUrl:    req.GetPhotoUrl(),
-		ClusterRole: storedRole(role),
-		Username:    req.Username,
+		OidcSubject:     req.GetOidcSubject(),
+		Name:            req.GetName(),
+		Nickname:        req.GetNickname(),
+		PhotoUrl:        req.GetPhotoUrl(),
+		ClusterRole:     storedRole(role),
+		Username:        req.Username,
+		ActorIdentityID: a.identityID,
+		ActorService:    a.service,
 	}
 	for attempt := 1; ; attempt++ {
 		id, err := s.ids.NewIdentityID(ctx, req.GetOidcSubject())
@@ -57,7 +60,7 @@ func (s *Server) CreateUser(ctx context.Context, req *usersv1.CreateUserRequest)
 		if err != nil {
 			return nil, s.toStatus(ctx, err)
 		}
-		return &usersv1.CreateUserResponse{User: userToProto(user)}, nil
+		return &usersv1.CreateUserResponse{User: userToProto(db.User(user))}, nil
 	}
 }
 
@@ -73,7 +76,13 @@ func (s *Server) DeleteUser(ctx context.Context, req *usersv1.DeleteUserRequest)
 	if err := s.requireAdmin(ctx); err != nil {
 		return nil, err
 	}
-	row, err := s.queries.DeleteUser(ctx, db.DeleteUserParams{IdentityID: id, DeclaredAdmins: s.declaredList})
+	a := actorOf(ctx)
+	row, err := s.queries.DeleteUser(ctx, db.DeleteUserParams{
+		IdentityID:      id,
+		DeclaredAdmins:  s.declaredList,
+		ActorIdentityID: a.identityID,
+		ActorService:    a.service,
+	})
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}

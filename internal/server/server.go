@@ -203,6 +203,8 @@ func (s *Server) ResolveOrCreateUser(ctx context.Context, req *usersv1.ResolveOr
 	if s.declared[req.GetOidcSubject()] {
 		params.ClusterRole = storedRole(usersv1.ClusterRole_CLUSTER_ROLE_ADMIN)
 	}
+	a := actorOf(ctx)
+	params.ActorIdentityID, params.ActorService = a.identityID, a.service
 	load := s.logins.Load
 	for attempt := 1; ; attempt++ {
 		id, err := s.ids.NewIdentityID(ctx, req.GetOidcSubject())
@@ -328,13 +330,17 @@ func (s *Server) UpdateUser(ctx context.Context, req *usersv1.UpdateUserRequest)
 	if err := v.err(); err != nil {
 		return nil, err
 	}
+	a := actorOf(ctx)
 	params := db.UpdateUserProfileParams{
-		IdentityID: id,
-		Name:       req.Name,
-		Email:      req.Email,
-		PhotoUrl:   req.PhotoUrl,
-		Nickname:   req.Nickname,
-		Username:   req.Username,
+		IdentityID:      id,
+		Name:            req.Name,
+		Email:           req.Email,
+		PhotoUrl:        req.PhotoUrl,
+		Nickname:        req.Nickname,
+		Username:        req.Username,
+		ActorIdentityID: a.identityID,
+		ActorService:    a.service,
+		ChangedFields:   setFields(req),
 	}
 	if req.ClusterRole != nil {
 		if err := s.requireAdmin(ctx); err != nil {
@@ -353,20 +359,44 @@ func (s *Server) UpdateUser(ctx context.Context, req *usersv1.UpdateUserRequest)
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	return &usersv1.UpdateUserResponse{User: userToProto(user)}, nil
+	return &usersv1.UpdateUserResponse{User: userToProto(db.User(user))}, nil
+}
+
+// setFields names the fields an UpdateUser sets, as its event lists them.
+func setFields(req *usersv1.UpdateUserRequest) []string {
+	var fields []string
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{
+		{"name", req.Name != nil},
+		{"email", req.Email != nil},
+		{"photo_url", req.PhotoUrl != nil},
+		{"nickname", req.Nickname != nil},
+		{"username", req.Username != nil},
+		{"cluster_role", req.ClusterRole != nil},
+	} {
+		if f.set {
+			fields = append(fields, f.name)
+		}
+	}
+	return fields
 }
 
 // revokeClusterRole runs an UpdateUser that takes the role away, and
 // turns a refusal into its status.
 func (s *Server) revokeClusterRole(ctx context.Context, p db.UpdateUserProfileParams) (db.User, error) {
 	row, err := s.queries.RevokeClusterRole(ctx, db.RevokeClusterRoleParams{
-		IdentityID:     p.IdentityID,
-		DeclaredAdmins: s.declaredList,
-		Name:           p.Name,
-		Email:          p.Email,
-		PhotoUrl:       p.PhotoUrl,
-		Nickname:       p.Nickname,
-		Username:       p.Username,
+		IdentityID:      p.IdentityID,
+		DeclaredAdmins:  s.declaredList,
+		Name:            p.Name,
+		Email:           p.Email,
+		PhotoUrl:        p.PhotoUrl,
+		Nickname:        p.Nickname,
+		Username:        p.Username,
+		ActorIdentityID: p.ActorIdentityID,
+		ActorService:    p.ActorService,
+		ChangedFields:   p.ChangedFields,
 	})
 	if err != nil {
 		return db.User{}, s.toStatus(ctx, err)

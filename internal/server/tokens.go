@@ -45,13 +45,14 @@ func (s *Server) CreateAPIToken(ctx context.Context, req *usersv1.CreateAPIToken
 		IdentityID:  owner,
 		Name:        req.GetName(),
 		TokenHash:   tok.Hash,
-		TokenPrefix: tok.Prefix,
-		ExpiresAt:   expiresAt,
+		TokenPrefix:     tok.Prefix,
+		ExpiresAt:       expiresAt,
+		ActorIdentityID: &owner,
 	})
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	return &usersv1.CreateAPITokenResponse{Token: tokenToProto(row, nil), PlaintextToken: tok.Plaintext}, nil
+	return &usersv1.CreateAPITokenResponse{Token: tokenToProto(db.APIToken(row), nil), PlaintextToken: tok.Plaintext}, nil
 }
 
 // ListAPITokens returns the caller's tokens, newest first, expired ones
@@ -89,7 +90,7 @@ func (s *Server) RevokeAPIToken(ctx context.Context, req *usersv1.RevokeAPIToken
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	n, err := s.queries.RevokeAPIToken(ctx, db.RevokeAPITokenParams{ID: id, IdentityID: owner})
+	n, err := s.queries.RevokeAPIToken(ctx, db.RevokeAPITokenParams{ID: id, IdentityID: owner, ActorIdentityID: &owner})
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}

@@ -19,6 +19,8 @@
 -- that picked the same free username at once end the same way for the
 -- loser: no row, and no user under its subject either, so the caller
 -- runs the statement again, which now sees the winner's username taken.
+-- A user inserted writes its user.created event (see sql/migrations'
+-- outbox) in the same statement; a returning login writes nothing.
 WITH existing AS (
     SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
     FROM users
@@ -30,6 +32,10 @@ WITH existing AS (
     WHERE NOT EXISTS (SELECT 1 FROM existing)
     ON CONFLICT DO NOTHING
     RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
+), event AS (
+    INSERT INTO outbox (kind, identity_id, actor_identity_id, actor_service, data)
+    SELECT 'user.created', i.identity_id, sqlc.narg(actor_identity_id)::uuid, sqlc.narg(actor_service)::text, to_jsonb(i)
+    FROM inserted i
 )
 SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role, false AS created
 FROM existing
@@ -84,17 +90,27 @@ LIMIT 0;
 -- RevokeClusterRole). A NULL argument keeps the stored value; any other
 -- value, the empty string included, replaces it; cluster_role is NULL or
 -- 'admin', which grants it. updated_at moves forward even if the
--- server's clock has stepped back since the last write.
-UPDATE users
-SET name         = COALESCE(sqlc.narg(name), name),
-    email        = COALESCE(sqlc.narg(email), email),
-    photo_url    = COALESCE(sqlc.narg(photo_url), photo_url),
-    nickname     = COALESCE(sqlc.narg(nickname), nickname),
-    username     = COALESCE(sqlc.narg(username), username),
-    cluster_role = COALESCE(sqlc.narg(cluster_role), cluster_role),
-    updated_at   = GREATEST(now(), updated_at + interval '1 microsecond')
-WHERE identity_id = @identity_id
-RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role;
+-- server's clock has stepped back since the last write. The updated user
+-- and changed_fields, the fields the call set, make its user.updated
+-- event, written by the same statement.
+WITH updated AS (
+    UPDATE users
+    SET name         = COALESCE(sqlc.narg(name), name),
+        email        = COALESCE(sqlc.narg(email), email),
+        photo_url    = COALESCE(sqlc.narg(photo_url), photo_url),
+        nickname     = COALESCE(sqlc.narg(nickname), nickname),
+        username     = COALESCE(sqlc.narg(username), username),
+        cluster_role = COALESCE(sqlc.narg(cluster_role), cluster_role),
+        updated_at   = GREATEST(now(), updated_at + interval '1 microsecond')
+    WHERE users.identity_id = @identity_id
+    RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
+), event AS (
+    INSERT INTO outbox (kind, identity_id, actor_identity_id, actor_service, changed_fields, data)
+    SELECT 'user.updated', u.identity_id, sqlc.narg(actor_identity_id)::uuid, sqlc.narg(actor_service)::text, @changed_fields::text[], to_jsonb(u)
+    FROM updated u
+)
+SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
+FROM updated;
 
 -- name: RevokeClusterRole :one
 -- UpdateUser taking the role away, with the other fields as
@@ -105,7 +121,8 @@ RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated
 -- statement locks every administrator's row first, in id order: of two
 -- concurrent demotions of the last two administrators, the second waits
 -- for the first, then sees it gone, and is refused. A statement of its
--- own, so that every other update stays a plain UPDATE of one row.
+-- own, so that every other update stays a plain UPDATE of one row. An
+-- update made writes its user.updated event; a refusal writes none.
 WITH target AS (
     SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
     FROM users
@@ -134,6 +151,10 @@ WITH target AS (
     WHERE users.identity_id = @identity_id
       AND NOT EXISTS (SELECT 1 FROM refusal WHERE reason IS NOT NULL)
     RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
+), event AS (
+    INSERT INTO outbox (kind, identity_id, actor_identity_id, actor_service, changed_fields, data)
+    SELECT 'user.updated', u.identity_id, sqlc.narg(actor_identity_id)::uuid, sqlc.narg(actor_service)::text, @changed_fields::text[], to_jsonb(u)
+    FROM updated u
 )
 SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role, ''::text AS refusal
 FROM updated
@@ -146,19 +167,31 @@ WHERE r.reason IS NOT NULL;
 -- An administrator's pre-provisioning of a user before their first login,
 -- which then finds this row and keeps it as it is. With no username
 -- given, one is derived from the name, else the subject, as at a login.
--- A taken subject or username fails on its unique index.
-INSERT INTO users (identity_id, oidc_subject, name, nickname, photo_url, cluster_role, username)
-VALUES (
-    @identity_id, @oidc_subject, @name, @nickname, @photo_url, sqlc.narg(cluster_role),
-    COALESCE(sqlc.narg(username)::text, users_free_username(users_username_base(NULL, NULL, @name, @oidc_subject)))
+-- A taken subject or username fails on its unique index. The new user
+-- makes its user.created event, written by the same statement.
+WITH inserted AS (
+    INSERT INTO users (identity_id, oidc_subject, name, nickname, photo_url, cluster_role, username)
+    VALUES (
+        @identity_id, @oidc_subject, @name, @nickname, @photo_url, sqlc.narg(cluster_role),
+        COALESCE(sqlc.narg(username)::text, users_free_username(users_username_base(NULL, NULL, @name, @oidc_subject)))
+    )
+    RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
+), event AS (
+    INSERT INTO outbox (kind, identity_id, actor_identity_id, actor_service, data)
+    SELECT 'user.created', i.identity_id, sqlc.narg(actor_identity_id)::uuid, sqlc.narg(actor_service)::text, to_jsonb(i)
+    FROM inserted i
 )
-RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role;
+SELECT identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
+FROM inserted;
 
 -- name: DeleteUser :one
 -- Deletes a user, freeing the username and the subject (a later login of
 -- the subject creates a new user). Refused, as by RevokeClusterRole and
 -- for the same reasons, for a declared administrator or the last one.
--- deleted is false and refusal empty when there is no such user.
+-- deleted is false and refusal empty when there is no such user. The
+-- user as it was makes its user.deleted event, written by the same
+-- statement; the user's API tokens go with it (ON DELETE CASCADE), with
+-- no events of their own.
 WITH target AS (
     SELECT identity_id, oidc_subject, cluster_role
     FROM users
@@ -179,18 +212,31 @@ WITH target AS (
     DELETE FROM users
     WHERE users.identity_id = @identity_id
       AND NOT EXISTS (SELECT 1 FROM refusal WHERE reason IS NOT NULL)
-    RETURNING identity_id
+    RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
+), event AS (
+    INSERT INTO outbox (kind, identity_id, actor_identity_id, actor_service, data)
+    SELECT 'user.deleted', d.identity_id, sqlc.narg(actor_identity_id)::uuid, sqlc.narg(actor_service)::text, to_jsonb(d)
+    FROM deleted d
 )
 SELECT EXISTS (SELECT 1 FROM deleted) AS deleted, COALESCE((SELECT reason FROM refusal), '')::text AS refusal;
 
--- name: PromoteDeclaredAdmins :execrows
+-- name: PromoteDeclaredAdmins :one
 -- At start-up: the users of CLUSTER_ADMIN_SUBJECTS who exist already
--- become administrators (those who do not, at their first login).
-UPDATE users
-SET cluster_role = 'admin',
-    updated_at   = GREATEST(now(), updated_at + interval '1 microsecond')
-WHERE oidc_subject = ANY(@subjects::text[])
-  AND cluster_role IS DISTINCT FROM 'admin';
+-- become administrators (those who do not, at their first login). Each
+-- writes a user.updated event, the users service itself its actor.
+WITH promoted AS (
+    UPDATE users
+    SET cluster_role = 'admin',
+        updated_at   = GREATEST(now(), updated_at + interval '1 microsecond')
+    WHERE oidc_subject = ANY(@subjects::text[])
+      AND cluster_role IS DISTINCT FROM 'admin'
+    RETURNING identity_id, oidc_subject, name, email, photo_url, created_at, updated_at, nickname, username, email_verified, cluster_role
+), event AS (
+    INSERT INTO outbox (kind, identity_id, actor_service, changed_fields, data)
+    SELECT 'user.updated', p.identity_id, 'users', ARRAY['cluster_role'], to_jsonb(p)
+    FROM promoted p
+)
+SELECT count(*) FROM promoted;
 
 -- name: SearchUsers :many
 -- The directory: usernames that start with prefix, in byte order, which
@@ -219,10 +265,21 @@ LIMIT @max;
 -- A new personal API token: its SHA-256 and prefix, never the token. The
 -- table's trigger refuses a user's 101st live token, and 1001st in all
 -- (see sql/migrations), whatever else is inserting that user's tokens at
--- the same moment; an unknown owner fails on the foreign key.
-INSERT INTO api_tokens (id, identity_id, name, token_hash, token_prefix, expires_at)
-VALUES (@id, @identity_id, @name, @token_hash, @token_prefix, sqlc.narg(expires_at))
-RETURNING id, identity_id, name, token_hash, token_prefix, expires_at, created_at, last_used_at;
+-- the same moment; an unknown owner fails on the foreign key. The token,
+-- without its hash, makes its api_token.created event, written by the
+-- same statement (after the trigger's: an expired token deleted to make
+-- room writes its api_token.revoked event first).
+WITH created AS (
+    INSERT INTO api_tokens (id, identity_id, name, token_hash, token_prefix, expires_at)
+    VALUES (@id, @identity_id, @name, @token_hash, @token_prefix, sqlc.narg(expires_at))
+    RETURNING id, identity_id, name, token_hash, token_prefix, expires_at, created_at, last_used_at
+), event AS (
+    INSERT INTO outbox (kind, identity_id, actor_identity_id, actor_service, data)
+    SELECT 'api_token.created', c.identity_id, sqlc.narg(actor_identity_id)::uuid, sqlc.narg(actor_service)::text, to_jsonb(c) - 'token_hash'
+    FROM created c
+)
+SELECT id, identity_id, name, token_hash, token_prefix, expires_at, created_at, last_used_at
+FROM created;
 
 -- name: ListAPITokens :many
 -- A user's tokens, expired ones included, newest first: the owner index,
@@ -232,12 +289,29 @@ FROM api_tokens
 WHERE identity_id = @identity_id
 ORDER BY created_at DESC, id DESC;
 
--- name: RevokeAPIToken :execrows
+-- name: RevokeAPIToken :one
 -- Revoking deletes the row, so that the token resolves no more, on every
--- replica, from the commit on. No row for a token that is unknown or
--- someone else's: the service answers both alike.
-DELETE FROM api_tokens
-WHERE id = @id AND identity_id = @identity_id;
+-- replica, from the commit on. Nothing for a token that is unknown or
+-- someone else's: the service answers both alike. The token as it was,
+-- without its hash, makes its api_token.revoked event, written by the
+-- same statement. The owner's users row is locked first, as every other
+-- change of a user's locks it, so that the user's events take their
+-- order in the outbox in the order they commit.
+WITH owner AS (
+    SELECT users.identity_id
+    FROM users
+    WHERE users.identity_id = @identity_id
+    FOR NO KEY UPDATE
+), revoked AS (
+    DELETE FROM api_tokens
+    WHERE api_tokens.id = @id AND api_tokens.identity_id = (SELECT o.identity_id FROM owner o)
+    RETURNING id, identity_id, name, token_hash, token_prefix, expires_at, created_at, last_used_at
+), event AS (
+    INSERT INTO outbox (kind, identity_id, actor_identity_id, actor_service, data)
+    SELECT 'api_token.revoked', r.identity_id, sqlc.narg(actor_identity_id)::uuid, sqlc.narg(actor_service)::text, to_jsonb(r) - 'token_hash'
+    FROM revoked r
+)
+SELECT count(*) FROM revoked;
 
 -- name: ResolveAPIToken :one
 -- The gateway's hot path: one probe of the unique hash index. It only
