@@ -98,8 +98,8 @@ func runMigrate(ctx context.Context, cfg config.Config, action string) error {
 // serve runs the gRPC server until ctx is cancelled (SIGINT/SIGTERM), then
 // shuts down in order: health NOT_SERVING, calls still served for
 // cfg.DrainDelay, in-flight RPCs drain for up to cfg.ShutdownTimeout, the
-// admin listener closes, the API tokens' last uses are written, and the
-// database pools close. Each resource is closed where it is created, by a
+// admin listener closes, the API tokens' last uses are written, the event
+// relay stops, and the database pools close. Each resource is closed where it is created, by a
 // defer that also covers an early return.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	// Configuration is loaded and validated (config.Load); what remains
@@ -143,6 +143,14 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if cfg.TLS.ClientCAFile != "" {
 		opts = append(opts, server.WithIdentityAssertingClients(cfg.IdentityAssertingClients))
 	}
+	// Change events: written by the same statements as the changes, and
+	// relayed (or pruned) in the background, whatever the drain; stopped
+	// last, once no call writes any more.
+	stopEvents, err := startEvents(cfg, pool, metrics, log)
+	if err != nil {
+		return err
+	}
+	defer stopEvents()
 	users := usersServer(cfg, pool, metrics, log)
 	srv, healthSrv := server.NewGRPCServer(users, log, opts...)
 	defer srv.Stop() // for a return before the drain below; after it, a no-op

@@ -57,7 +57,30 @@ type Config struct {
 	// Tracing is on when an OTLP endpoint is configured; the exporter
 	// reads the rest of the standard OTEL_* variables itself.
 	Tracing bool
+	// Events is where the change events go.
+	Events Events
 }
+
+// Events configures the change events: the relay to NATS JetStream when
+// NATSURL is set, else the outbox's pruning.
+type Events struct {
+	// NATSURL is the NATS server(s), comma-separated; empty turns the
+	// relay off.
+	NATSURL string
+	// NATSCredsFile, when set, is a NATS credentials file (a user JWT and
+	// its seed) to connect with.
+	NATSCredsFile string
+	// Stream is the JetStream stream's name, and StreamMaxAge how long it
+	// keeps an event, when the relay creates it.
+	Stream       string
+	StreamMaxAge time.Duration
+	// OutboxRetention is how long an event waits in the outbox with the
+	// relay off before it is deleted.
+	OutboxRetention time.Duration
+}
+
+// Relay reports whether events are relayed to NATS.
+func (e Events) Relay() bool { return e.NATSURL != "" }
 
 // TLS names the PEM files of the gRPC listener's TLS. They are re-read
 // while the service runs, so that a rotated certificate is served without
@@ -101,6 +124,13 @@ const (
 	DefaultShutdownTimeout = 20 * time.Second
 	DefaultAdminAddress    = ":8080"
 	DefaultDBTimeout       = 5 * time.Second
+	// DefaultStream is the JetStream stream the relay creates if absent.
+	DefaultStream = "USERS"
+	// DefaultStreamMaxAge is how long that stream keeps an event: a
+	// consumer that was away for up to a week catches up.
+	DefaultStreamMaxAge = 7 * 24 * time.Hour
+	// DefaultOutboxRetention: see outbox.DefaultRetention for the reason.
+	DefaultOutboxRetention = 24 * time.Hour
 )
 
 // Load reads and validates the configuration through getenv (os.Getenv in
@@ -119,6 +149,13 @@ func Load(getenv func(string) string) (Config, error) {
 			ClientCAFile: getenv("GRPC_TLS_CLIENT_CA_FILE"),
 		},
 		Tracing: getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "",
+		Events: Events{
+			NATSURL:         strings.TrimSpace(getenv("NATS_URL")),
+			NATSCredsFile:   getenv("NATS_CREDS_FILE"),
+			Stream:          cmp.Or(getenv("NATS_STREAM"), DefaultStream),
+			StreamMaxAge:    DefaultStreamMaxAge,
+			OutboxRetention: DefaultOutboxRetention,
+		},
 	}
 
 	if cfg.DatabaseURL == "" {
@@ -172,6 +209,9 @@ func Load(getenv func(string) string) (Config, error) {
 		}
 		cfg.DBTimeout = d
 	}
+	if err := loadEvents(&cfg.Events, getenv); err != nil {
+		return Config{}, err
+	}
 	if v := getenv("LOG_LEVEL"); v != "" {
 		if err := cfg.LogLevel.UnmarshalText([]byte(v)); err != nil {
 			return Config{}, Errorf("LOG_LEVEL", "%q is not one of debug, info, warn, error", v)
@@ -202,6 +242,33 @@ func Load(getenv func(string) string) (Config, error) {
 		return Config{}, Errorf("GRPC_TLS_CLIENT_CA_FILE", "needs GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE: mutual TLS is TLS first")
 	}
 	return cfg, nil
+}
+
+// loadEvents checks and reads the events' optional variables.
+func loadEvents(e *Events, getenv func(string) string) error {
+	// JetStream's rule for a stream name: no spaces, dots, wildcards or
+	// path separators.
+	if strings.ContainsAny(e.Stream, " \t\r\n.*>/\\") {
+		return Errorf("NATS_STREAM", "%q is not a JetStream stream name: it may not hold spaces, '.', '*', '>', '/' or '\\'", e.Stream)
+	}
+	if v := getenv("NATS_STREAM_MAX_AGE"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return Errorf("NATS_STREAM_MAX_AGE", "%q is not a positive duration (e.g. 168h)", v)
+		}
+		e.StreamMaxAge = d
+	}
+	if v := getenv("OUTBOX_RETENTION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return Errorf("OUTBOX_RETENTION", "%q is not a positive duration (e.g. 24h)", v)
+		}
+		e.OutboxRetention = d
+	}
+	if e.NATSCredsFile != "" && e.NATSURL == "" {
+		return Errorf("NATS_CREDS_FILE", "needs NATS_URL: with no NATS server, events are not relayed")
+	}
+	return nil
 }
 
 // list splits a comma-separated value, trimming spaces around each entry;

@@ -25,6 +25,11 @@ func defaults(url string, edit func(*config.Config)) config.Config {
 		AdminAddress:    ":8080",
 		LogLevel:        slog.LevelInfo,
 		DBTimeout:       5 * time.Second,
+		Events: config.Events{
+			Stream:          "USERS",
+			StreamMaxAge:    7 * 24 * time.Hour,
+			OutboxRetention: 24 * time.Hour,
+		},
 	}
 	if edit != nil {
 		edit(&cfg)
@@ -117,6 +122,27 @@ func TestLoad(t *testing.T) {
 			want: defaults(databaseURL, func(c *config.Config) { c.ShutdownTimeout = 0 }),
 		},
 		{
+			name: "NATS_URL turns the relay on, with its stream's settings",
+			env: map[string]string{
+				"DATABASE_URL":        databaseURL,
+				"NATS_URL":            "nats://a:4222,nats://b:4222",
+				"NATS_CREDS_FILE":     "/nats/users.creds",
+				"NATS_STREAM":         "PLATFORM_USERS",
+				"NATS_STREAM_MAX_AGE": "720h",
+			},
+			want: defaults(databaseURL, func(c *config.Config) {
+				c.Events = config.Events{
+					NATSURL: "nats://a:4222,nats://b:4222", NATSCredsFile: "/nats/users.creds",
+					Stream: "PLATFORM_USERS", StreamMaxAge: 720 * time.Hour, OutboxRetention: 24 * time.Hour,
+				}
+			}),
+		},
+		{
+			name: "OUTBOX_RETENTION sets how long events wait with no relay",
+			env:  map[string]string{"DATABASE_URL": databaseURL, "OUTBOX_RETENTION": "2h"},
+			want: defaults(databaseURL, func(c *config.Config) { c.Events.OutboxRetention = 2 * time.Hour }),
+		},
+		{
 			name: "a keyword/value DATABASE_URL is accepted",
 			env:  map[string]string{"DATABASE_URL": "host=db dbname=users pool_max_conns=8"},
 			want: defaults("host=db dbname=users pool_max_conns=8", nil),
@@ -144,6 +170,26 @@ func TestLoadErrors(t *testing.T) {
 		wantVariable string
 		secret       string // must not appear in the error text
 	}{
+		{
+			name:         "a NATS_STREAM with a dot is reported",
+			env:          map[string]string{"DATABASE_URL": databaseURL, "NATS_STREAM": "agyn.users"},
+			wantVariable: "NATS_STREAM",
+		},
+		{
+			name:         "a zero NATS_STREAM_MAX_AGE is reported",
+			env:          map[string]string{"DATABASE_URL": databaseURL, "NATS_STREAM_MAX_AGE": "0s"},
+			wantVariable: "NATS_STREAM_MAX_AGE",
+		},
+		{
+			name:         "an OUTBOX_RETENTION that is not a duration is reported",
+			env:          map[string]string{"DATABASE_URL": databaseURL, "OUTBOX_RETENTION": "1d"},
+			wantVariable: "OUTBOX_RETENTION",
+		},
+		{
+			name:         "NATS_CREDS_FILE without NATS_URL is reported",
+			env:          map[string]string{"DATABASE_URL": databaseURL, "NATS_CREDS_FILE": "/nats/users.creds"},
+			wantVariable: "NATS_CREDS_FILE",
+		},
 		{
 			name:         "a missing DATABASE_URL is reported",
 			env:          map[string]string{"GRPC_ADDRESS": ":50051"},
