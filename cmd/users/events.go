@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/agynio/users/internal/config"
@@ -34,16 +32,11 @@ func startEvents(cfg config.Config, pool *pgxpool.Pool, metrics *telemetry.Metri
 		return func() { cancel(); wg.Wait() }, nil
 	}
 
-	nc, err := connectNATS(cfg.Events, log)
+	js, closeNATS, err := outbox.ConnectNATS(cfg.Events.NATSURL, cfg.Events.NATSCredsFile, log)
 	if err != nil {
 		cancel()
-		return nil, err
-	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(outbox.DefaultAckTimeout))
-	if err != nil {
-		cancel()
-		nc.Close()
-		return nil, fmt.Errorf("NATS: %w", err)
+		// Not the error's text: it may quote the URL, password and all.
+		return nil, config.Errorf("NATS_URL", "is not what the NATS client accepts: nats://[user:password@]host:port, comma-separated for several servers")
 	}
 	relay := outbox.NewRelay(outbox.RelayConfig{
 		Connect: func(ctx context.Context) (*pgx.Conn, error) { return db.Connect(ctx, cfg.DatabaseURL) },
@@ -56,36 +49,5 @@ func startEvents(cfg config.Config, pool *pgxpool.Pool, metrics *telemetry.Metri
 		DBTimeout: cfg.DBTimeout,
 	}, js, m, log)
 	wg.Go(func() { relay.Run(ctx) })
-	return func() { cancel(); wg.Wait(); nc.Close() }, nil
-}
-
-// connectNATS connects to NATS_URL, or keeps trying in the background
-// while it cannot be reached: the service serves, and writes events to
-// the outbox, whether NATS is there or not. A publish while disconnected
-// fails at once (no reconnect buffer), for the relay to try again later.
-// Neither the URL, which may hold a password, nor the credentials are
-// logged.
-func connectNATS(e config.Events, log *slog.Logger) (*nats.Conn, error) {
-	opts := []nats.Option{
-		nats.Name("users"),
-		nats.RetryOnFailedConnect(true),
-		nats.MaxReconnects(-1),
-		nats.ReconnectBufSize(-1),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("NATS disconnected", "error", err)
-			}
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("NATS reconnected", "server", nc.ConnectedUrlRedacted())
-		}),
-	}
-	if e.NATSCredsFile != "" {
-		opts = append(opts, nats.UserCredentials(e.NATSCredsFile))
-	}
-	nc, err := nats.Connect(e.NATSURL, opts...)
-	if err != nil {
-		return nil, config.Errorf("NATS_URL", "cannot connect: %v", err)
-	}
-	return nc, nil
+	return func() { cancel(); wg.Wait(); closeNATS() }, nil
 }

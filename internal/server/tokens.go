@@ -41,10 +41,10 @@ func (s *Server) CreateAPIToken(ctx context.Context, req *usersv1.CreateAPIToken
 	}
 	tok := apitoken.New()
 	row, err := s.queries.CreateAPIToken(ctx, db.CreateAPITokenParams{
-		ID:          id,
-		IdentityID:  owner,
-		Name:        req.GetName(),
-		TokenHash:   tok.Hash,
+		ID:              id,
+		IdentityID:      owner,
+		Name:            req.GetName(),
+		TokenHash:       tok.Hash,
 		TokenPrefix:     tok.Prefix,
 		ExpiresAt:       expiresAt,
 		ActorIdentityID: &owner,

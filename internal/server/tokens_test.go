@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -598,6 +599,24 @@ func TestAPITokensBoundedInAll(t *testing.T) {
 	}
 	if held != server.MaxTokens {
 		t.Errorf("tokens held = %d, want %d", held, server.MaxTokens)
+	}
+	// Each eviction is an api_token.revoked event, the service itself
+	// its actor, before the created event of the token it made room for.
+	rows, err := e.conn.Query(t.Context(), `SELECT kind || ' ' || COALESCE(actor_service, 'user') || ' ' || (data->>'name') FROM outbox
+		WHERE kind LIKE 'api_token.%' ORDER BY seq`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range 3 {
+		want = append(want, "api_token.revoked users expired", fmt.Sprintf("api_token.created user after %d", i))
+	}
+	if diff := cmp.Diff(want, events); diff != "" {
+		t.Errorf("token events in the outbox (-want +got):\n%s", diff)
 	}
 	// The three that expired longest ago are gone; the next is not.
 	for g, want := range map[int]codes.Code{

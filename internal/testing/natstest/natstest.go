@@ -118,14 +118,16 @@ func (s *Server) Read(t testing.TB, stream string, want int, timeout, settle tim
 	var msgs []jetstream.Msg
 	deadline := time.Now().Add(timeout)
 	for {
-		wait := time.Until(deadline)
+		// A fetch returns once it has its count, or at its wait: up to
+		// want, the count still missing; after, any, for settle.
+		wait, count := time.Until(deadline), want-len(msgs)
 		if len(msgs) >= want {
-			wait = settle
+			wait, count = settle, 1000
 		}
 		if wait <= 0 {
 			return msgs
 		}
-		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(max(wait, 10*time.Millisecond)))
+		batch, err := cons.Fetch(count, jetstream.FetchMaxWait(max(wait, 10*time.Millisecond)))
 		if err != nil {
 			t.Fatalf("fetch from %s: %v", stream, err)
 		}

@@ -1,0 +1,178 @@
+package outbox_test
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/agynio/users/internal/db"
+	eventsv1 "github.com/agynio/users/internal/gen/agynio/users/events/v1"
+	"github.com/agynio/users/internal/testing/natstest"
+)
+
+// NATS goes away during a burst of writes and comes back after it: the
+// writes go on, and once NATS is back every event arrives, each id once,
+// each user's events in the order of the user's changes.
+func TestEventsSurviveANATSOutage(t *testing.T) {
+	t.Parallel()
+	pool, url := newDatabase(t)
+	q := db.New(pool)
+	ns := natstest.Start(t)
+	reg := prometheus.NewRegistry()
+	startRelay(t, url, ns, reg, pool)
+
+	const users, updates = 20, 50
+	ids := make([]uuid.UUID, users)
+	for i := range ids {
+		ids[i] = newUser(t, q, fmt.Sprintf("user-%02d", i))
+	}
+	var done atomic.Int64
+	errs := make(chan error, users)
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Go(func() {
+			for k := range updates {
+				name := fmt.Sprintf("n-%03d", k)
+				_, err := q.UpdateUserProfile(t.Context(), db.UpdateUserProfileParams{
+					IdentityID: id, Name: &name, ActorService: &testActor, ChangedFields: []string{"name"},
+				})
+				if err != nil {
+					errs <- err
+					return
+				}
+				done.Add(1)
+				time.Sleep(time.Millisecond) // spread the burst over the outage
+			}
+		})
+	}
+	// NATS stops a quarter of the way in, and starts again after.
+	deadline := time.Now().Add(20 * time.Second)
+	for done.Load() < users*updates/4 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	ns.Stop()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("a write while NATS was away: %v", err)
+	}
+	pending := outboxRows(t, pool)
+	if pending == 0 {
+		t.Fatal("no event was pending when NATS came back: the outage was not seen")
+	}
+	t.Logf("%d events pending when NATS came back", pending)
+	// The metrics tell of the outage: the backlog, its age, the failures.
+	m := gather(t, reg)
+	if m["users_events_pending"] != float64(pending) || m["users_events_oldest_pending_age_seconds"] <= 0 ||
+		m["users_events_publish_failures_total"] == 0 || m["users_events_relay_leader"] != 1 {
+		t.Errorf("metrics during the outage: %v, want %d pending, an age, failures and the leader", m, pending)
+	}
+	ns.Restart()
+
+	msgs := ns.Read(t, testStream, users*(1+updates), 30*time.Second, time.Second)
+	if len(msgs) != users*(1+updates) {
+		t.Fatalf("%d events, want %d", len(msgs), users*(1+updates))
+	}
+	seen := make(map[string]bool)
+	names := make(map[string][]string) // by user: created, then each update's name
+	for _, m := range msgs {
+		id := m.Headers().Get(jetstream.MsgIDHeader)
+		if seen[id] {
+			t.Errorf("event %s arrived twice", id)
+		}
+		seen[id] = true
+		switch m.Subject() {
+		case "agyn.users.user.created":
+			var ev eventsv1.UserCreated
+			if err := proto.Unmarshal(m.Data(), &ev); err != nil {
+				t.Fatal(err)
+			}
+			names[ev.GetEvent().GetIdentityId()] = append(names[ev.GetEvent().GetIdentityId()], "created")
+		case "agyn.users.user.updated":
+			var ev eventsv1.UserUpdated
+			if err := proto.Unmarshal(m.Data(), &ev); err != nil {
+				t.Fatal(err)
+			}
+			names[ev.GetEvent().GetIdentityId()] = append(names[ev.GetEvent().GetIdentityId()], ev.GetUser().GetName())
+		default:
+			t.Errorf("unexpected subject %s", m.Subject())
+		}
+	}
+	want := []string{"created"}
+	for k := range updates {
+		want = append(want, fmt.Sprintf("n-%03d", k))
+	}
+	for _, id := range ids {
+		if got := names[id.String()]; fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("user %s's events in this order: %v, want %v", id, got, want)
+		}
+	}
+	waitOutboxEmpty(t, pool)
+	if m := gather(t, reg); m["users_events_published_total"] != users*(1+updates) || m["users_events_pending"] != 0 {
+		t.Errorf("metrics once drained: %v, want every event published and none pending", m)
+	}
+}
+
+// gather is reg's metrics by name (each has one sample here).
+func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[string]float64)
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			switch {
+			case m.GetCounter() != nil:
+				out[f.GetName()] = m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				out[f.GetName()] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	return out
+}
+
+// The relay's database session ends under it (a failover, an
+// administrator's pg_terminate_backend): the relay opens another, takes
+// the lock again and goes on, and no event is lost.
+func TestRelayOutlivesItsSession(t *testing.T) {
+	t.Parallel()
+	pool, url := newDatabase(t)
+	q := db.New(pool)
+	ns := natstest.Start(t)
+	startRelay(t, url, ns, prometheus.NewRegistry(), pool)
+
+	before := newUser(t, q, "before")
+	_ = ns.Read(t, testStream, 1, 10*time.Second, 0)
+	var ended int
+	if err := pool.QueryRow(t.Context(),
+		"SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())").
+		Scan(&ended); err != nil {
+		t.Fatal(err)
+	}
+	if ended != 1 {
+		t.Fatalf("ended %d sessions holding an advisory lock, want the relay's one", ended)
+	}
+	after := newUser(t, q, "after")
+	msgs := ns.Read(t, testStream, 2, 10*time.Second, 500*time.Millisecond)
+	var got []string
+	for _, m := range msgs {
+		var ev eventsv1.UserCreated
+		if err := proto.Unmarshal(m.Data(), &ev); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ev.GetEvent().GetIdentityId())
+	}
+	if want := []string{before.String(), after.String()}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("events for users %v, want %v", got, want)
+	}
+}
