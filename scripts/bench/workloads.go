@@ -99,16 +99,24 @@ const userColumns = "identity_id, oidc_subject, name, email, photo_url, created_
 
 var loginDefines = []string{"calls=0", "name=" + loginName, "photo_url=" + loginPhotoURL}
 
+// actorParams bind a write's actor, which its event names, as the service
+// binds it for the bench's calls: they bear no client certificate, so
+// the actor is the calling service "unknown" (actorOf in internal/server).
+var actorParams = map[string]string{
+	"actor_identity_id": "NULL",
+	"actor_service":     "'unknown'",
+}
+
 // loginParams bind the service's login statement as the service binds it
 // for the bench's requests: no preferred_username, email not verified,
 // and no subject the bench logs in with is a declared administrator.
-var loginParams = map[string]string{
+var loginParams = withParams(actorParams, map[string]string{
 	"identity_id":        uuidFromNumber,
 	"email":              pgbenchLoginEmail,
 	"email_verified":     "false",
 	"preferred_username": "NULL::text",
 	"cluster_role":       "NULL::text",
-}
+})
 
 func loginRequest(subject string) proto.Message {
 	return &usersv1.ResolveOrCreateUserRequest{OidcSubject: subject, Name: loginName, Email: loginEmail(subject), PhotoUrl: loginPhotoURL}
@@ -241,10 +249,11 @@ FROM generate_series(1, ` + strconv.Itoa(batchSize) + `) \gset
 		cheapest: "UPDATE users SET name = @name, updated_at = now() WHERE identity_id = @identity_id RETURNING " + userColumns + ";",
 		pgbench: pgbenchBinding{
 			prelude: `\set identity_id random(1, :users)` + "\n" + `\set name random(1, 1000000000)` + "\n",
-			params: map[string]string{
+			params: withParams(actorParams, map[string]string{
 				"identity_id": uuidFromNumber, "email": "NULL::text", "photo_url": "NULL::text",
 				"nickname": "NULL::text", "username": "NULL::text", "cluster_role": "NULL::text",
-			},
+				"changed_fields": "'{name}'",
+			}),
 		},
 	},
 	{
@@ -383,8 +392,13 @@ func amongFirst(k int64, requests func(int64, int, *rand.Rand) (requestSource, e
 
 // withParam is params and one more.
 func withParam(params map[string]string, name, expr string) map[string]string {
+	return withParams(params, map[string]string{name: expr})
+}
+
+// withParams is params and more.
+func withParams(params, more map[string]string) map[string]string {
 	out := maps.Clone(params)
-	out[name] = expr
+	maps.Copy(out, more)
 	return out
 }
 
