@@ -46,8 +46,8 @@ func (c *statementCounter) counted(fn func()) (queries, prepares int64) {
 // TestOneRoundTripPerCall holds each RPC of the hot paths to one statement
 // per call, once the connection has prepared it: a batch is one query,
 // not one per id, a login, of a known or a new subject, is one upsert,
-// not a lookup and then an insert, and a token's resolve is its read
-// alone.
+// not a lookup and then an insert, a token's resolve is its read alone,
+// and a change is one statement that writes its event too.
 func TestOneRoundTripPerCall(t *testing.T) {
 	t.Parallel()
 	counter := &statementCounter{}
@@ -77,6 +77,15 @@ func TestOneRoundTripPerCall(t *testing.T) {
 	token, err := e.client.CreateAPIToken(owner, &usersv1.CreateAPITokenRequest{Name: "hot path"})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Two tokens to revoke: the warm-up call's and the measured one's.
+	var revocable []string
+	for i := range 2 {
+		tok, err := e.client.CreateAPIToken(owner, &usersv1.CreateAPITokenRequest{Name: fmt.Sprintf("revocable %d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		revocable = append(revocable, tok.GetToken().GetId())
 	}
 	newSubject := 0
 	rpcs := []struct {
@@ -116,6 +125,17 @@ func TestOneRoundTripPerCall(t *testing.T) {
 		{"UpdateUser", func() error {
 			name := "Renamed"
 			_, err := e.client.UpdateUser(ctx, &usersv1.UpdateUserRequest{IdentityId: ids[5], Name: &name})
+			return err
+		}},
+		{"UpdateMe", func() error {
+			name := "Me, renamed"
+			_, err := e.client.UpdateMe(owner, &usersv1.UpdateMeRequest{Name: &name})
+			return err
+		}},
+		{"RevokeAPIToken", func() error {
+			id := revocable[0]
+			revocable = revocable[1:]
+			_, err := e.client.RevokeAPIToken(owner, &usersv1.RevokeAPITokenRequest{TokenId: id})
 			return err
 		}},
 		// A read, which writes nothing: the use waits for the flush.
