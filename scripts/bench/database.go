@@ -29,19 +29,29 @@ type database struct {
 	// where we can see its CPU time, else 0.
 	Postmaster int
 
-	close func()
+	server string   // the server's URL, through which databases are made
+	name   string   // the bench's database
+	stops  []func() // what Close undoes, in the order it was done
 }
 
-func (d *database) Close() { d.close() }
+// Close drops the bench's databases and stops a throwaway server.
+func (d *database) Close() {
+	for i := len(d.stops) - 1; i >= 0; i-- {
+		d.stops[i]()
+	}
+}
 
 // serverSettings sizes a throwaway server for n users the way a production
 // server for that table would be: shared_buffers holds the whole table and
 // its indexes (about 220 bytes a user, with room for the rows the run adds),
-// and commits are durable again, as pgtest's test defaults are not, since
-// UpdateUser and first logins are bound by them.
-func serverSettings(n int64) []string {
+// in each of the copies of the database the run uses (the events-on
+// service's is the second, events.go), so that neither service reads what
+// the other's runs evicted; and commits are durable again, as pgtest's
+// test defaults are not, since UpdateUser and first logins are bound by
+// them.
+func serverSettings(n int64, copies int) []string {
 	const mb = 1 << 20
-	buffers := 128*mb + n*320
+	buffers := 128*mb + int64(copies)*n*320
 	if total := memTotal(); total > 0 {
 		buffers = min(buffers, total/4)
 	}
@@ -56,57 +66,37 @@ func serverSettings(n int64) []string {
 // reportedSettings are shown with the results.
 var reportedSettings = []string{"shared_buffers", "max_connections", "fsync", "synchronous_commit", "full_page_writes", "max_wal_size"}
 
-// openDatabase starts a throwaway server sized for n users, or uses the
-// server of serverURL if it is set, and creates, migrates and seeds a
-// database for the run.
-func openDatabase(ctx context.Context, serverURL string, n int64, log io.Writer) (_ *database, err error) {
-	var stops []func()
-	stop := func() {
-		for i := len(stops) - 1; i >= 0; i-- {
-			stops[i]()
-		}
-	}
+// openDatabase starts a throwaway server sized for copies of a database
+// of n users, or uses the server of serverURL if it is set, and creates
+// and migrates a database for the run.
+func openDatabase(ctx context.Context, serverURL string, n int64, copies int, log io.Writer) (_ *database, err error) {
+	d := &database{Describe: "DATABASE_URL", Settings: map[string]string{}}
 	defer func() {
 		if err != nil {
-			stop()
+			d.Close()
 		}
 	}()
 
-	describe := "DATABASE_URL"
 	if serverURL == "" {
-		srv, err := pgtest.Start(ctx, log, serverSettings(n)...)
+		srv, err := pgtest.Start(ctx, log, serverSettings(n, copies)...)
 		if err != nil {
 			return nil, err
 		}
-		stops = append(stops, func() { srv.Close() })
-		serverURL, describe = srv.URL, "throwaway, "+srv.Describe()
+		d.stops = append(d.stops, func() { srv.Close() })
+		serverURL, d.Describe = srv.URL, "throwaway, "+srv.Describe()
 	}
+	d.server = serverURL
 
 	admin, err := pgx.Connect(ctx, serverURL)
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}
 	defer admin.Close(context.WithoutCancel(ctx))
-	name := "users_bench_" + randomHex(6)
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+	d.name = "users_bench_" + randomHex(6)
+	if d.URL, err = d.create(ctx, admin, d.name, ""); err != nil {
 		return nil, fmt.Errorf("create the bench database (the role needs CREATEDB): %w", err)
 	}
-	stops = append(stops, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, serverURL)
-		if err != nil {
-			return
-		}
-		defer conn.Close(ctx)
-		conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)") //nolint:errcheck // a leftover database is harmless
-	})
-	dbURL, err := withDatabase(serverURL, name)
-	if err != nil {
-		return nil, err
-	}
 
-	d := &database{URL: dbURL, Describe: describe, Settings: map[string]string{}, close: stop}
 	var backend int
 	if err := admin.QueryRow(ctx, "SELECT current_setting('server_version'), pg_backend_pid()").Scan(&d.Version, &backend); err != nil {
 		return nil, err
@@ -119,10 +109,55 @@ func openDatabase(ctx context.Context, serverURL string, n int64, log io.Writer)
 		}
 		d.Settings[s] = v
 	}
-	if err := migrate.Up(ctx, dbURL, io.Discard); err != nil {
+	if err := migrate.Up(ctx, d.URL, io.Discard); err != nil {
 		return nil, fmt.Errorf("migrate: %w", err)
 	}
 	return d, nil
+}
+
+// create makes database name on the server, a copy of template if that
+// is set, to be dropped on Close, and returns its URL.
+func (d *database) create(ctx context.Context, admin *pgx.Conn, name, template string) (string, error) {
+	stmt := "CREATE DATABASE " + pgx.Identifier{name}.Sanitize()
+	if template != "" {
+		stmt += " TEMPLATE " + pgx.Identifier{template}.Sanitize()
+	}
+	if _, err := admin.Exec(ctx, stmt); err != nil {
+		return "", err
+	}
+	server := d.server
+	d.stops = append(d.stops, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, server)
+		if err != nil {
+			return
+		}
+		defer conn.Close(ctx)
+		conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)") //nolint:errcheck // a leftover database is harmless
+	})
+	return withDatabase(d.server, name)
+}
+
+// copyOf makes a copy of the bench's database as it stands, seeded and
+// vacuumed alike, and returns its URL; the copy is dropped on Close.
+// PostgreSQL copies a database only while no other session is connected
+// to it: call it before any server starts. A checkpoint then writes the
+// copy out, now rather than during a workload.
+func (d *database) copyOf(ctx context.Context, suffix string) (string, error) {
+	admin, err := pgx.Connect(ctx, d.server)
+	if err != nil {
+		return "", fmt.Errorf("database: %w", err)
+	}
+	defer admin.Close(context.WithoutCancel(ctx))
+	copyURL, err := d.create(ctx, admin, d.name+"_"+suffix, d.name)
+	if err != nil {
+		return "", fmt.Errorf("copy the bench database: %w", err)
+	}
+	if _, err := admin.Exec(ctx, "CHECKPOINT"); err != nil {
+		return "", fmt.Errorf("CHECKPOINT: %w", err)
+	}
+	return copyURL, nil
 }
 
 // seed inserts users 1..n in one statement and the first tokenHolders

@@ -46,6 +46,9 @@ type loadSpec struct {
 	Postmaster  int // 0: PostgreSQL's CPU time is not visible
 	Seed        uint64
 	Run         int // numbers the runs of one bench, from 0
+	// NATSPID is the process the NATS server runs in (the bench's), when
+	// the server under load publishes to it; else 0.
+	NATSPID int
 }
 
 // loadResult is what it reports: calls, latencies and CPU times within
@@ -55,8 +58,9 @@ type loadResult struct {
 	P50, P99 time.Duration
 	// CPU is the window's: Self is the load generator's, Server the
 	// server's, Postgres all of PostgreSQL's processes', Machine
-	// everything on the machine.
+	// everything on the machine; NATS is NATSPID's.
 	CPU        cpuSample
+	NATS       time.Duration
 	Errors     map[string]int64 // by status code
 	FirstError string
 	// Unfinished counts the calls still running when the run's time and
@@ -248,14 +252,22 @@ func generateLoad(spec loadSpec) (loadResult, error) {
 	if err != nil {
 		return loadResult{}, err
 	}
+	natsBefore, err := processCPU(spec.NATSPID)
+	if err != nil {
+		return loadResult{}, err
+	}
 	time.Sleep(time.Until(until))
 	after, err := sampleCPU(spec.ServerPID, spec.Postmaster)
 	if err != nil {
 		return loadResult{}, err
 	}
+	natsAfter, err := processCPU(spec.NATSPID)
+	if err != nil {
+		return loadResult{}, err
+	}
 	wg.Wait()
 
-	res := loadResult{CPU: after.since(before), Errors: map[string]int64{}}
+	res := loadResult{CPU: after.since(before), NATS: natsAfter - natsBefore, Errors: map[string]int64{}}
 	all := newLatencies()
 	for _, st := range stats {
 		all.Merge(st.latencies)

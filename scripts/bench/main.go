@@ -12,13 +12,16 @@
 // workload, it drives the three in turn with a lean gRPC load generator,
 // round after round, and drives pgbench on the cheapest statement that
 // returns the same rows and on the service's own statement, at the same
-// concurrency and over the same keys. It prints the tables, and writes the
-// figures as JSON with -json. Any failed call fails the run.
+// concurrency and over the same keys. The workloads that write are driven
+// through a fourth server too: the service with its change events relayed
+// to NATS, beside the service without. It prints the tables, and writes
+// the figures as JSON with -json. Any failed call fails the run.
 //
 // The parts, a file each: main.go (flags, the run from start to end),
 // database.go (the database and its seed; keys.go, how seeded users are
 // numbered), servers.go (the server processes; reference.go and
-// reference_caller.go, floor.go), workloads.go (each workload's calls and
+// reference_caller.go, floor.go; events.go and nats.go, the service with
+// events on), workloads.go (each workload's calls and
 // statements; requests.go, its requests, encoded ahead; listing.go, the
 // search prefixes and page tokens), loadgen.go (the load generator process),
 // pgbench.go, measure.go (a workload's rounds, one run's figures),
@@ -163,7 +166,11 @@ func run(ctx context.Context, args []string) error {
 
 	// Database: started, migrated and seeded.
 	logf("bench: starting PostgreSQL")
-	db, err := openDatabase(ctx, os.Getenv("DATABASE_URL"), cfg.users, os.Stderr)
+	copies := 1
+	if wantEvents(cfg) {
+		copies = 2
+	}
+	db, err := openDatabase(ctx, os.Getenv("DATABASE_URL"), cfg.users, copies, os.Stderr)
 	if err != nil {
 		return err
 	}
@@ -176,12 +183,20 @@ func run(ctx context.Context, args []string) error {
 	seedTime := time.Since(seedStart)
 	logf("bench: seeded in %s", seedTime.Round(100*time.Millisecond))
 
-	// Servers: the service, the reference on the same database, the floor.
+	// Servers: the events-on service first, for the workloads that write,
+	// since its database is a copy made while no one is connected
+	// (events.go); then the service, events off, the reference on the
+	// same database, the floor.
+	eventsOn, stopEvents, err := startEventsService(ctx, cfg, bin, db, tmp)
+	if err != nil {
+		return err
+	}
+	defer stopEvents()
 	serviceURL, err := withQuery(db.URL, cfg.serviceDB)
 	if err != nil {
 		return err
 	}
-	svc, err := startService(ctx, bin, serviceURL, tmp)
+	svc, err := startService(ctx, serviceName, bin, serviceURL, tmp, eventsOff...)
 	if err != nil {
 		return err
 	}
@@ -199,7 +214,7 @@ func run(ctx context.Context, args []string) error {
 
 	// Workloads, each in turn.
 	rep := newReport(cfg, db, pgbench, seedTime)
-	b := &bench{cfg: cfg, db: db, pgbench: pgbench, service: svc, ref: ref, floor: floor}
+	b := &bench{cfg: cfg, db: db, pgbench: pgbench, service: svc, ref: ref, floor: floor, eventsOn: eventsOn}
 	for _, w := range workloads {
 		if !cfg.run.MatchString(w.name) {
 			continue

@@ -3,33 +3,44 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"strconv"
 	"time"
 )
 
 // bench is what every measurement of a run shares: the settings, the
-// database, pgbench, the three servers (nil where a measurement needs
-// none), and how many runs of the load generator and of pgbench it has
-// made so far, by which first logins keep their keys apart.
+// database, pgbench, the servers (nil where a measurement needs none; the
+// events-on service where no workload run needs it), and how many runs of
+// the load generator and of pgbench it has made so far, by which first
+// logins keep their keys apart.
 type bench struct {
 	cfg                   config
 	db                    *database
 	pgbench               string
 	service, ref, floor   *server
+	eventsOn              *server
 	loadRuns, pgbenchRuns int
 }
 
-// measureWorkload drives the three servers with w round after round, each
-// round all three in turn, so that a noisy neighbour's burst falls on all
-// three alike; then pgbench on the cheapest statement and on the
-// service's own, sql.
+// measureWorkload drives the servers with w round after round, each round
+// all in turn, so that a noisy neighbour's burst falls on all alike; then
+// pgbench on the cheapest statement and on the service's own, sql. The
+// events-on service, for a workload that writes, runs right after the
+// service: what it leaves behind (the relay's last events) falls on the
+// reference, not on the events-off service it is compared with.
 func (b *bench) measureWorkload(ctx context.Context, w workload, sql string) (workloadResult, error) {
 	r := workloadResult{Name: w.name, Target: w.target}
+	type serverRuns struct {
+		srv  *server
+		runs *[]serverRun
+	}
+	servers := []serverRuns{{b.service, &r.Service}}
+	if w.events && b.eventsOn != nil {
+		servers = append(servers, serverRuns{b.eventsOn, &r.EventsOn})
+	}
+	servers = append(servers, serverRuns{b.ref, &r.Reference}, serverRuns{b.floor, &r.Floor})
 	for round := range b.cfg.rounds {
-		for _, s := range []struct {
-			srv  *server
-			runs *[]serverRun
-		}{{b.service, &r.Service}, {b.ref, &r.Reference}, {b.floor, &r.Floor}} {
+		for _, s := range servers {
 			logf("bench: %s: %s, round %d of %d", w.name, s.srv.Name, round+1, b.cfg.rounds)
 			run, err := b.measureServer(ctx, s.srv, w)
 			if err != nil {
@@ -69,6 +80,14 @@ func (b *bench) measureServer(ctx context.Context, srv *server, w workload) (ser
 			poolBefore = &s
 		}
 	}
+	var sampler *backlogSampler
+	natsPID := 0
+	if srv == b.eventsOn {
+		natsPID = os.Getpid() // nats.go
+		// Bounded as the load generator is, with time to spare for its
+		// start.
+		sampler = sampleBacklog(ctx, srv.AdminAddr, cfg.warmup+cfg.duration+callGrace+time.Minute)
+	}
 	res, err := runLoadgen(ctx, loadSpec{
 		Addr:        srv.Addr,
 		Server:      srv.Name,
@@ -79,14 +98,21 @@ func (b *bench) measureServer(ctx context.Context, srv *server, w workload) (ser
 		Duration:    cfg.duration,
 		ServerPID:   pid,
 		Postmaster:  b.db.Postmaster,
+		NATSPID:     natsPID,
 		Seed:        uint64(time.Now().UnixNano()),
 		Run:         b.loadRuns,
 	})
 	b.loadRuns++
+	var events *backlog
+	if sampler != nil {
+		bl := sampler.finish(ctx)
+		events = &bl
+	}
 	if err != nil {
 		return serverRun{}, err
 	}
 	r := newServerRun(res, cfg.duration)
+	r.Backlog = events
 	if r.PeakRSS, err = peakRSS(pid); err != nil {
 		return r, err
 	}
@@ -118,6 +144,7 @@ func newServerRun(res loadResult, window time.Duration) serverRun {
 		r.LoadgenCPU = res.CPU.Self / n
 		r.PostgresCPU = res.CPU.Postgres / n
 		r.MachineCPU = res.CPU.Machine.Busy / n
+		r.NATSCPU = res.NATS / n
 	}
 	return r
 }

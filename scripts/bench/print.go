@@ -5,6 +5,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -29,6 +30,12 @@ func (r *report) print(out io.Writer) {
 			fmt.Fprintln(out, comparisonLine(c, v))
 		}
 	}
+	for _, w := range r.Workloads {
+		if len(w.EventsOn) > 0 {
+			fmt.Fprintln(out, eventsLine(w))
+			fmt.Fprintln(out, backlogLine(w.Name, w.EventsOn))
+		}
+	}
 	fmt.Fprintln(out, "\nStatements pgbench ran, the cheapest and the service's own:")
 	for _, w := range r.Workloads {
 		if sameStatement(w.Cheapest.SQL, w.Statement.SQL) {
@@ -51,6 +58,16 @@ func (r *report) printSetup(out io.Writer) {
 		m.Users, m.Concurrency, m.Rounds, m.Duration, m.Warmup, m.Duration, r.SeedSeconds, r.TotalSeconds)
 	if m.ServiceDB != "" {
 		fmt.Fprintf(out, "service DATABASE_URL settings: %s\n", m.ServiceDB)
+	}
+	var writes []string
+	for _, w := range r.Workloads {
+		if len(w.EventsOn) > 0 {
+			writes = append(writes, w.Name)
+		}
+	}
+	if len(writes) > 0 {
+		fmt.Fprintf(out, "events: %s also on a second service relaying its events to NATS JetStream (in the bench's process), on a copy of the database, right after the service (events off) in each round\n",
+			strings.Join(writes, " and "))
 	}
 }
 
@@ -102,7 +119,7 @@ func notes(w workloadResult) []string {
 		notes = append(notes, fmt.Sprintf("service pool of %.0f: %.0f%% of acquires waited, mean acquire %s (wall time)",
 			pool.MaxConns, 100*pool.WaitedShare, micros(pool.MeanWait)))
 	}
-	for _, runs := range [][]serverRun{w.Service, w.Reference, w.Floor} {
+	for _, runs := range [][]serverRun{w.Service, w.EventsOn, w.Reference, w.Floor} {
 		for _, run := range runs {
 			if run.CountBound {
 				notes = append(notes, "a run stopped at the call-count bound")
@@ -115,7 +132,7 @@ func notes(w workloadResult) []string {
 	for _, s := range []struct {
 		name string
 		runs []serverRun
-	}{{serviceName, w.Service}, {referenceName, w.Reference}, {floorName, w.Floor}} {
+	}{{serviceName, w.Service}, {eventsName, w.EventsOn}, {referenceName, w.Reference}, {floorName, w.Floor}} {
 		var n int64
 		for _, run := range s.runs {
 			n += run.Unfinished
@@ -127,18 +144,82 @@ func notes(w workloadResult) []string {
 	return slices.Compact(notes)
 }
 
-// comparisonLine is a comparison's ratios: the median round's and the
-// extremes, as the servers' table gives service/reference, then each
-// round's, and the target if it is missed.
+// comparisonLine is a comparison's ratios (ratioLine).
 func comparisonLine(c comparison, v []float64) string {
+	return ratioLine(fmt.Sprintf("service RPS, %s/%s", c.workload, c.over), v, c.target)
+}
+
+// ratioLine is label and ratios measured round by round: the median
+// round's and the extremes, as the servers' table gives
+// service/reference, then each round's, and the target if it is missed.
+func ratioLine(label string, v []float64, target float64) string {
 	s := spreadOf(v)
 	rounds := make([]string, len(v))
 	for i, x := range v {
 		rounds[i] = fmt.Sprintf("%.2f", x)
 	}
-	line := fmt.Sprintf("service RPS, %s/%s: %.2f (%.2f–%.2f); by round %s", c.workload, c.over, s.Median, s.Min, s.Max, strings.Join(rounds, ", "))
-	if s.Median < c.target {
-		line += fmt.Sprintf("; below the target %.2f", c.target)
+	line := fmt.Sprintf("%s: %.2f (%.2f–%.2f); by round %s", label, s.Median, s.Min, s.Max, strings.Join(rounds, ", "))
+	if s.Median < target {
+		line += fmt.Sprintf("; below the target %.2f", target)
+	}
+	return line
+}
+
+// eventsLine is a workload's rate with events on over its rate with
+// events off, round by round, and the events-on service's figures that
+// the servers' table gives for the service.
+func eventsLine(w workloadResult) string {
+	on, off := summarize(w.EventsOn), summarize(w.Service)
+	return ratioLine(fmt.Sprintf("service RPS, %s, events on/events off", w.Name), ratios(w.EventsOn, w.Service), eventsTarget) +
+		fmt.Sprintf("; events on: %s RPS, p99 %s, CPU/call: service %s, PostgreSQL %s, NATS %s, machine %s (events off: %s)",
+			rate(on.RPS), latency(time.Duration(on.P99)), micros(on.ServerCPU), micros(on.PostgresCPU), micros(on.NATSCPU),
+			micros(on.MachineCPU), micros(off.MachineCPU))
+}
+
+// backlogLine is the outbox's backlog through each of the events-on
+// service's runs of a workload, and whether it stayed flat.
+func backlogLine(name string, runs []serverRun) string {
+	var rounds, grew, undrained []string
+	var published, failures float64
+	var missed int
+	var slowest time.Duration
+	for i, run := range runs {
+		b := run.Backlog
+		if b == nil {
+			continue
+		}
+		rounds = append(rounds, fmt.Sprintf("round %d %.0f, %.0f, %.0f", i+1, b.First, b.Last, b.Max))
+		if !b.flat() {
+			grew = append(grew, strconv.Itoa(i+1))
+		}
+		if !b.Drained {
+			undrained = append(undrained, strconv.Itoa(i+1))
+		}
+		slowest = max(slowest, b.Drain)
+		published += b.Published
+		failures += b.PublishFailures
+		missed += b.Missed
+	}
+	if len(rounds) == 0 {
+		return name + ", events on: the outbox's backlog was not sampled"
+	}
+	line := fmt.Sprintf("%s, events on, users_events_pending every %s (first, last, max): %s", name, pendingEvery, strings.Join(rounds, "; "))
+	if len(grew) > 0 {
+		line += fmt.Sprintf("; grew in round %s (last above max(first, %d))", strings.Join(grew, ", "), flatBound)
+	} else {
+		line += fmt.Sprintf("; flat (last at most max(first, %d))", flatBound)
+	}
+	if len(undrained) > 0 {
+		line += fmt.Sprintf("; the outbox not empty %s after round %s", drainTimeout, strings.Join(undrained, ", "))
+	} else {
+		line += fmt.Sprintf("; the outbox empty within %s of each run's end", slowest.Round(100*time.Millisecond))
+	}
+	line += fmt.Sprintf("; %.0f events published", published)
+	if failures > 0 {
+		line += fmt.Sprintf(", %.0f publishes failed", failures)
+	}
+	if missed > 0 {
+		line += fmt.Sprintf("; %d scrapes of /metrics failed", missed)
 	}
 	return line
 }

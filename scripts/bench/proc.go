@@ -48,15 +48,11 @@ func sampleCPU(server, postmaster int) (cpuSample, error) {
 		return s, err
 	}
 	s.Self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	if server != 0 {
-		st, err := procStat(server)
-		if err != nil {
-			return s, fmt.Errorf("server CPU: %w", err)
-		}
-		s.Server = ticks(st.UTime + st.STime)
+	var err error
+	if s.Server, err = processCPU(server); err != nil {
+		return s, fmt.Errorf("server CPU: %w", err)
 	}
 	if postmaster != 0 {
-		var err error
 		if s.Postgres, s.Backends, err = postgresCPU(postmaster); err != nil {
 			return s, fmt.Errorf("PostgreSQL CPU: %w", err)
 		}
@@ -99,6 +95,19 @@ func (m machineCPU) busyShare() float64 {
 // against 940 ms failed a test once).
 func seconds(s float64) time.Duration {
 	return time.Duration(math.Round(s/clockTick.Seconds())) * clockTick
+}
+
+// processCPU is the CPU time process pid has used so far, or 0 if pid is
+// 0.
+func processCPU(pid int) (time.Duration, error) {
+	if pid == 0 {
+		return 0, nil
+	}
+	st, err := procStat(pid)
+	if err != nil {
+		return 0, err
+	}
+	return ticks(st.UTime + st.STime), nil
 }
 
 // PostgreSQL runs a process per connection, forked from the postmaster.

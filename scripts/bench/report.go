@@ -53,6 +53,11 @@ type workloadResult struct {
 	Floor     []serverRun `json:"floor"`
 	// Ratio is service RPS over reference RPS, round by round.
 	Ratio spread `json:"service_over_reference"`
+	// EventsOn are the events-on service's runs, for a workload that
+	// writes (events.go), and EventsRatio their RPS over the service's,
+	// the events-off one, round by round.
+	EventsOn    []serverRun `json:"events_on,omitempty"`
+	EventsRatio *spread     `json:"events_on_over_off,omitempty"`
 	// Cheapest is pgbench on the cheapest statement that returns the
 	// same rows; Statement on the service's own, from the query file.
 	Cheapest  statementRun `json:"cheapest_statement"`
@@ -72,6 +77,9 @@ type serverRun struct {
 	PostgresCPU time.Duration `json:"postgres_cpu_per_call_ns"`
 	MachineCPU  time.Duration `json:"machine_cpu_per_call_ns"`
 	MachineBusy float64       `json:"machine_busy_share"`
+	// NATSCPU is the NATS server's, for the events-on service: the
+	// bench's process, which it runs in (nats.go).
+	NATSCPU time.Duration `json:"nats_cpu_per_call_ns,omitempty"`
 	// PeakRSS is the server's VmHWM over this run.
 	PeakRSS    int64            `json:"peak_rss_bytes"`
 	RSSNote    string           `json:"rss_note,omitempty"`
@@ -82,6 +90,8 @@ type serverRun struct {
 	Unfinished int64    `json:"unfinished,omitempty"`
 	CountBound bool     `json:"count_bound,omitempty"`
 	Pool       *poolUse `json:"pool,omitempty"`
+	// Backlog is the outbox's, on the events-on service.
+	Backlog *backlog `json:"events_backlog,omitempty"`
 }
 
 // statementRun is one pgbench run on one statement.
@@ -150,6 +160,7 @@ func (r *report) serviceRatios(a, b string) []float64 {
 type summary struct {
 	RPS, P99                                       float64
 	ServerCPU, LoadgenCPU, PostgresCPU, MachineCPU time.Duration
+	NATSCPU                                        time.Duration
 	PeakRSS                                        int64
 }
 
@@ -157,7 +168,7 @@ func summarize(runs []serverRun) summary {
 	var s summary
 	var rps, p99 []float64
 	var calls int64
-	var server, loadgen, postgres, machine time.Duration
+	var server, loadgen, postgres, machine, nats time.Duration
 	for _, r := range runs {
 		rps = append(rps, r.RPS)
 		p99 = append(p99, float64(r.P99))
@@ -166,12 +177,13 @@ func summarize(runs []serverRun) summary {
 		loadgen += r.LoadgenCPU * time.Duration(r.Calls)
 		postgres += r.PostgresCPU * time.Duration(r.Calls)
 		machine += r.MachineCPU * time.Duration(r.Calls)
+		nats += r.NATSCPU * time.Duration(r.Calls)
 		s.PeakRSS = max(s.PeakRSS, r.PeakRSS)
 	}
 	s.RPS, s.P99 = spreadOf(rps).Median, spreadOf(p99).Median
 	if calls > 0 {
 		n := time.Duration(calls)
-		s.ServerCPU, s.LoadgenCPU, s.PostgresCPU, s.MachineCPU = server/n, loadgen/n, postgres/n, machine/n
+		s.ServerCPU, s.LoadgenCPU, s.PostgresCPU, s.MachineCPU, s.NATSCPU = server/n, loadgen/n, postgres/n, machine/n, nats/n
 	}
 	return s
 }
@@ -199,6 +211,10 @@ func newReport(cfg config, db *database, pgbench string, seedTime time.Duration)
 
 func (r *report) add(w workloadResult) {
 	w.Ratio = spreadOf(ratios(w.Service, w.Reference))
+	if len(w.EventsOn) > 0 {
+		s := spreadOf(ratios(w.EventsOn, w.Service))
+		w.EventsRatio = &s
+	}
 	r.Workloads = append(r.Workloads, w)
 }
 
@@ -249,7 +265,7 @@ func (r *report) writeJSON(path string) error {
 func (r *report) failures() error {
 	var msgs []string
 	for _, w := range r.Workloads {
-		for name, runs := range map[string][]serverRun{serviceName: w.Service, referenceName: w.Reference, floorName: w.Floor} {
+		for name, runs := range map[string][]serverRun{serviceName: w.Service, eventsName: w.EventsOn, referenceName: w.Reference, floorName: w.Floor} {
 			for i, run := range runs {
 				if run.Calls == 0 {
 					msgs = append(msgs, fmt.Sprintf("%s, %s, round %d: no call finished within the window", w.Name, name, i+1))

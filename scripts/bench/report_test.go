@@ -138,3 +138,87 @@ func TestFailuresNameTheServerAndRound(t *testing.T) {
 		}
 	}
 }
+
+// withBacklogs gives runs the backlogs, round by round.
+func withBacklogs(runs []serverRun, backlogs ...backlog) []serverRun {
+	for i := range runs {
+		runs[i].Backlog = &backlogs[i]
+	}
+	return runs
+}
+
+func TestReportComparesEventsOnWithEventsOff(t *testing.T) {
+	t.Parallel()
+	drained := func(first, last, max float64) backlog {
+		return backlog{First: first, Last: last, Max: max, Samples: 20, Published: 1000, Drain: 250 * time.Millisecond, Drained: true}
+	}
+	for _, c := range []struct {
+		name     string
+		workload workloadResult
+		want     []string
+	}{
+		{"each round's ratio, the median round's and the extremes, and each round's backlog",
+			workloadResult{Name: "UpdateUser", Service: runsOf(1000, 2000, 1000),
+				EventsOn: withBacklogs(runsOf(900, 1900, 1000), drained(0, 120, 800), drained(3, 0, 950), drained(0, 60, 400))},
+			[]string{
+				"\nservice RPS, UpdateUser, events on/events off: 0.95 (0.90–1.00); by round 0.90, 0.95, 1.00; events on: 1000 RPS,",
+				"\nUpdateUser, events on, users_events_pending every 250ms (first, last, max): round 1 0, 120, 800; round 2 3, 0, 950; round 3 0, 60, 400; flat (last at most max(first, 1000)); the outbox empty within 300ms of each run's end; 3000 events published\n",
+			}},
+		{"a median below the target, a backlog that grew and one that did not drain say so",
+			workloadResult{Name: "ResolveOrCreateUser new", Service: runsOf(1000, 1000),
+				EventsOn: withBacklogs(runsOf(800, 900), drained(0, 200, 300), backlog{First: 0, Last: 9000, Max: 9000, Samples: 20, Published: 500, PublishFailures: 7, Missed: 2})},
+			[]string{
+				"\nservice RPS, ResolveOrCreateUser new, events on/events off: 0.85 (0.80–0.90); by round 0.80, 0.90; events on:",
+				"round 1 0, 200, 300; round 2 0, 9000, 9000; grew in round 2 (last above max(first, 1000)); the outbox not empty 15s after round 2; 1500 events published, 7 publishes failed; 2 scrapes of /metrics failed\n",
+			}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			var rep report
+			rep.add(c.workload)
+			var out bytes.Buffer
+			rep.print(&out)
+			for _, want := range c.want {
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("the report lacks %q:\n%s", want, out.String())
+				}
+			}
+		})
+	}
+	t.Run("below the target", func(t *testing.T) {
+		t.Parallel()
+		var rep report
+		rep.add(workloadResult{Name: "UpdateUser", Service: runsOf(1000, 1000, 1000), EventsOn: runsOf(800, 840, 900)})
+		var out bytes.Buffer
+		rep.print(&out)
+		if want := "events on/events off: 0.84 (0.80–0.90); by round 0.80, 0.84, 0.90; below the target 0.85; events on:"; !strings.Contains(out.String(), want) {
+			t.Errorf("the report lacks %q:\n%s", want, out.String())
+		}
+		if want := "the outbox's backlog was not sampled"; !strings.Contains(out.String(), want) {
+			t.Errorf("the report lacks %q:\n%s", want, out.String())
+		}
+	})
+	t.Run("no events line without an events-on run", func(t *testing.T) {
+		t.Parallel()
+		var rep report
+		rep.add(workloadResult{Name: "UpdateUser", Service: runsOf(1000)})
+		var out bytes.Buffer
+		rep.print(&out)
+		if strings.Contains(out.String(), "events on") || rep.Workloads[0].EventsRatio != nil {
+			t.Errorf("events reported with no events-on run:\n%s", out.String())
+		}
+	})
+}
+
+func TestFailuresNameTheEventsOnService(t *testing.T) {
+	t.Parallel()
+	rep := report{Workloads: []workloadResult{{
+		Name:     "UpdateUser",
+		Service:  runsOf(1000),
+		EventsOn: []serverRun{{Calls: 10, Errors: map[string]int64{"Unavailable": 1}, FirstError: "gone"}},
+	}}}
+	err := rep.failures()
+	if want := "UpdateUser, service-events, round 1: 1 calls failed with Unavailable (first: gone)"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("failures: %v, want %q", err, want)
+	}
+}

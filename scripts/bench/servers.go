@@ -46,13 +46,15 @@ func buildService(ctx context.Context, root, bin string) error {
 // as, to the service and the reference alike.
 var adminSubjects = "CLUSTER_ADMIN_SUBJECTS=" + subject(adminUser)
 
-// startService runs bin serve against dbURL on free loopback ports.
-func startService(ctx context.Context, bin, dbURL, logDir string) (*server, error) {
+// startService runs bin serve against dbURL on free loopback ports, as
+// the server name, with env added to its environment.
+func startService(ctx context.Context, name, bin, dbURL, logDir string, env ...string) (*server, error) {
 	adminAddr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
-	s, err := startServer(ctx, serviceName, logDir, []string{bin, "serve"}, "DATABASE_URL="+dbURL, "ADMIN_ADDRESS="+adminAddr, adminSubjects)
+	env = append([]string{"DATABASE_URL=" + dbURL, "ADMIN_ADDRESS=" + adminAddr, adminSubjects}, env...)
+	s, err := startServer(ctx, name, logDir, []string{bin, "serve"}, env...)
 	if err != nil {
 		return nil, err
 	}

@@ -35,6 +35,9 @@ type workload struct {
 	// target is the service/pgbench ratio the service should reach,
 	// against the cheapest statement.
 	target float64
+	// events says the workload writes, and is measured on the events-on
+	// service too (events.go).
+	events bool
 }
 
 // pgbenchBinding is a pgbench script around a statement.
@@ -216,6 +219,7 @@ FROM generate_series(1, ` + strconv.Itoa(batchSize) + `) \gset
 	{
 		name:   "ResolveOrCreateUser new",
 		target: 0.40,
+		events: true,
 		method: usersv1.UsersService_ResolveOrCreateUser_FullMethodName,
 		requests: func(_ int64, run int, _ *rand.Rand) (requestSource, error) {
 			return newFreshSubjectSource(loginRequest, run)
@@ -239,6 +243,7 @@ FROM generate_series(1, ` + strconv.Itoa(batchSize) + `) \gset
 		// statement, which is what the service binds for them.
 		name:   "UpdateUser",
 		target: 0.45,
+		events: true,
 		method: usersv1.UsersService_UpdateUser_FullMethodName,
 		requests: pooled(poolSize, func(rng *rand.Rand, key func() int64) proto.Message {
 			name := strconv.FormatInt(1+rng.Int64N(1_000_000_000), 10)

@@ -42,7 +42,7 @@ func TestServersAnswerEveryWorkload(t *testing.T) {
 	if err := seed(ctx, dbURL, users); err != nil {
 		t.Fatal(err)
 	}
-	svc, err := startService(ctx, bin, dbURL, tmp)
+	svc, err := startService(ctx, serviceName, bin, dbURL, tmp)
 	if err != nil {
 		t.Fatal(err)
 	}
