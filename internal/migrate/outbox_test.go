@@ -56,7 +56,7 @@ func TestOutboxConstraints(t *testing.T) {
 		"an unknown kind": {`INSERT INTO outbox (kind, identity_id, actor_service, data) VALUES ('user.renamed', gen_random_uuid(), 'x', '{}')`, "outbox_kind"},
 		"no actor":        {`INSERT INTO outbox (kind, identity_id, data) VALUES ('user.updated', gen_random_uuid(), '{}')`, "outbox_one_actor"},
 		"two actors":      {`INSERT INTO outbox (kind, identity_id, actor_identity_id, actor_service, data) VALUES ('user.updated', gen_random_uuid(), gen_random_uuid(), 'x', '{}')`, "outbox_one_actor"},
-		"a token's hash": {`INSERT INTO outbox (kind, identity_id, actor_service, data) VALUES ('api_token.created', gen_random_uuid(), 'x', jsonb_build_object('token_hash', repeat('a', 64)))`, "outbox_no_token_hash"},
+		"a token's hash":  {`INSERT INTO outbox (kind, identity_id, actor_service, data) VALUES ('api_token.created', gen_random_uuid(), 'x', jsonb_build_object('token_hash', repeat('a', 64)))`, "outbox_no_token_hash"},
 	} {
 		_, err := pool.Exec(t.Context(), tt.sql)
 		var pgErr *pgconn.PgError

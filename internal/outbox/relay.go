@@ -261,18 +261,25 @@ func firstOfEachUser(events []db.Outbox) []db.Outbox {
 // the first error if any event was not.
 func (r *Relay) publish(ctx context.Context, events []db.Outbox) ([]int64, error) {
 	futures := make([]jetstream.PubAckFuture, 0, len(events))
+	sent := make([]int64, 0, len(events)) // the seq of each future's event
 	var firstErr error
 	for _, e := range events {
 		msg, err := natsMsg(e)
-		if err == nil {
-			var f jetstream.PubAckFuture
-			if f, err = r.js.PublishMsgAsync(msg, jetstream.WithMsgID(e.ID.String())); err == nil {
-				futures = append(futures, f)
-				continue
-			}
+		if err != nil {
+			// A row that is no event of its kind stays, holding back its
+			// user's later events, and is reported at every round (the
+			// oldest pending age grows); the other users' go on.
+			r.log.Error("event relay: an outbox row is not an event; it stays in the outbox", "seq", e.Seq, "error", err)
+			firstErr = cmpErr(firstErr, err)
+			continue
 		}
-		firstErr = err
-		break
+		f, err := r.js.PublishMsgAsync(msg, jetstream.WithMsgID(e.ID.String()))
+		if err != nil { // NATS itself: the rest would fail alike
+			firstErr = cmpErr(firstErr, err)
+			break
+		}
+		futures = append(futures, f)
+		sent = append(sent, e.Seq)
 	}
 	acked := make([]int64, 0, len(futures))
 	timeout := time.NewTimer(r.cfg.AckTimeout)
@@ -280,7 +287,7 @@ func (r *Relay) publish(ctx context.Context, events []db.Outbox) ([]int64, error
 	for i, f := range futures {
 		select {
 		case <-f.Ok():
-			acked = append(acked, events[i].Seq)
+			acked = append(acked, sent[i])
 		case err := <-f.Err():
 			firstErr = cmpErr(firstErr, err)
 		case <-timeout.C:

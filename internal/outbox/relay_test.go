@@ -176,3 +176,48 @@ func TestRelayOutlivesItsSession(t *testing.T) {
 		t.Errorf("events for users %v, want %v", got, want)
 	}
 }
+
+// An outbox row that is no event of its kind (written by hand, say)
+// stays where it is and holds back only its own user's events: the other
+// users' are published past it.
+func TestABadRowHoldsBackOnlyItsUser(t *testing.T) {
+	t.Parallel()
+	pool, url := newDatabase(t)
+	q := db.New(pool)
+	ns := natstest.Start(t)
+	bad := uuid.New()
+	if _, err := pool.Exec(t.Context(), `INSERT INTO outbox (kind, identity_id, actor_service, data)
+		VALUES ('user.updated', $1, 'by hand', '{"created_at": "yesterday"}')`, bad); err != nil {
+		t.Fatal(err)
+	}
+	startRelay(t, url, ns, prometheus.NewRegistry(), pool)
+	good := newUser(t, q, "good")
+
+	msgs := ns.Read(t, testStream, 1, 10*time.Second, 500*time.Millisecond)
+	if len(msgs) != 1 || msgs[0].Subject() != "agyn.users.user.created" {
+		t.Fatalf("%d events published, want the good user's one", len(msgs))
+	}
+	var ev eventsv1.UserCreated
+	if err := proto.Unmarshal(msgs[0].Data(), &ev); err != nil || ev.GetEvent().GetIdentityId() != good.String() {
+		t.Errorf("published %v (%v), want the good user's created event", ev.GetEvent(), err)
+	}
+	// The good event's row goes a moment after the consumer read it.
+	for deadline := time.Now().Add(5 * time.Second); outboxRows(t, pool) > 1 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	var left []uuid.UUID
+	rows, err := pool.Query(t.Context(), "SELECT identity_id FROM outbox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		left = append(left, id)
+	}
+	if len(left) != 1 || left[0] != bad {
+		t.Errorf("the outbox holds events of %v, want the bad row's user alone", left)
+	}
+}
