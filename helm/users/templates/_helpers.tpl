@@ -77,7 +77,7 @@ one (env is appended after it), else the existing Secret.
 {{- if .Values.database.url }}
 - name: DATABASE_URL
   value: {{ .Values.database.url | quote }}
-{{- else if not (include "users.envHasDatabaseURL" .) }}
+{{- else if not (include "users.envHas" (list . "DATABASE_URL")) }}
 - name: DATABASE_URL
   valueFrom:
     secretKeyRef:
@@ -86,8 +86,10 @@ one (env is appended after it), else the existing Secret.
 {{- end }}
 {{- end }}
 
-{{- define "users.envHasDatabaseURL" -}}
-{{- range .Values.env }}{{ if eq .name "DATABASE_URL" }}true{{ end }}{{ end }}
+{{/* "true" when env has an entry of the name given, else empty: (list . "NATS_URL"). */}}
+{{- define "users.envHas" -}}
+{{- $name := index . 1 }}
+{{- range (index . 0).Values.env }}{{ if eq .name $name }}true{{ end }}{{ end }}
 {{- end }}
 
 {{/* The DATABASE_URL entry for the migration Job: its own Secret if given. */}}
@@ -101,6 +103,39 @@ one (env is appended after it), else the existing Secret.
 {{- else }}
 {{- include "users.databaseEnv" . }}
 {{- end }}
+{{- end }}
+
+{{/*
+The events' entries. NATS_URL comes from events.nats.url or
+events.nats.existingSecret, or from an env entry (appended after these);
+with none of them the relay is off and NATS_STREAM and NATS_STREAM_MAX_AGE,
+which only the relay reads, are left out. OUTBOX_RETENTION is read only
+with the relay off, and set either way: the relay ignores it.
+*/}}
+{{- define "users.eventsEnv" -}}
+{{- if .Values.events.nats.url }}
+- name: NATS_URL
+  value: {{ .Values.events.nats.url | quote }}
+{{- else if .Values.events.nats.existingSecret.name }}
+- name: NATS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.events.nats.existingSecret.name }}
+      key: {{ .Values.events.nats.existingSecret.key }}
+{{- end }}
+{{- if include "users.eventsRelayed" . }}
+- name: NATS_STREAM
+  value: {{ .Values.events.stream | quote }}
+- name: NATS_STREAM_MAX_AGE
+  value: {{ .Values.events.streamMaxAge | quote }}
+{{- end }}
+- name: OUTBOX_RETENTION
+  value: {{ .Values.events.outboxRetention | quote }}
+{{- end }}
+
+{{/* "true" when NATS_URL is set, by events.nats or by env; else empty. */}}
+{{- define "users.eventsRelayed" -}}
+{{- if or .Values.events.nats.url .Values.events.nats.existingSecret.name (include "users.envHas" (list . "NATS_URL")) }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -123,17 +158,26 @@ express. Every template that needs them includes it; it renders nothing.
   "GRPC_TLS_KEY_FILE" "tls"
   "GRPC_TLS_CLIENT_CA_FILE" "tls.clientAuth"
   "IDENTITY_ASSERTING_CLIENTS" "tls.identityAssertingClients"
-  "CLUSTER_ADMIN_SUBJECTS" "clusterAdminSubjects" }}
+  "CLUSTER_ADMIN_SUBJECTS" "clusterAdminSubjects"
+  "NATS_STREAM" "events.stream"
+  "NATS_STREAM_MAX_AGE" "events.streamMaxAge"
+  "OUTBOX_RETENTION" "events.outboxRetention" }}
 {{- range $name := keys $chartSets | sortAlpha }}
 {{- if has $name $fromEnv }}
 {{- fail (printf "env sets %s, which the chart sets itself: use %s instead" $name (get $chartSets $name)) }}
 {{- end }}
 {{- end }}
-{{- if and .Values.database.url (include "users.envHasDatabaseURL" .) }}
+{{- if and .Values.database.url (include "users.envHas" (list . "DATABASE_URL")) }}
 {{- fail "DATABASE_URL is set twice: by database.url and by an env entry; keep one" }}
 {{- end }}
-{{- if not (or .Values.database.url (include "users.envHasDatabaseURL" .) .Values.database.existingSecret.name) }}
+{{- if not (or .Values.database.url (include "users.envHas" (list . "DATABASE_URL")) .Values.database.existingSecret.name) }}
 {{- fail "DATABASE_URL is not set: give database.existingSecret.name (a Secret with the PostgreSQL URL) or, for development, database.url" }}
+{{- end }}
+{{- if and .Values.events.nats.url .Values.events.nats.existingSecret.name }}
+{{- fail "NATS_URL is set twice: by events.nats.url and by events.nats.existingSecret.name; keep one" }}
+{{- end }}
+{{- if and (or .Values.events.nats.url .Values.events.nats.existingSecret.name) (include "users.envHas" (list . "NATS_URL")) }}
+{{- fail "NATS_URL is set twice: by events.nats and by an env entry; keep one" }}
 {{- end }}
 {{- $drain := add .Values.lifecycle.preStopSleepSeconds .Values.drainDelaySeconds .Values.shutdownTimeoutSeconds }}
 {{- if le (int .Values.terminationGracePeriodSeconds) (int $drain) }}

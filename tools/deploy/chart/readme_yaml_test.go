@@ -19,12 +19,15 @@ import (
 // Kubernetes object or chart values, and the values render. The TLS
 // example is the one the README promises is one value away: its values
 // turn on mutual TLS with HTTP probes, from the Secret its cert-manager
-// Certificate writes, for the names the client Service answers to.
+// Certificate writes, for the names the client Service answers to. The
+// events example relays them with NATS_URL from the Secret, and the key,
+// that the README's kubectl command creates.
 func TestReadmeYAML(t *testing.T) {
 	t.Parallel()
 	var certs []*certmanagerv1.Certificate
-	var tlsValues int
-	for i, b := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(readme(t), -1) {
+	var tlsValues, eventsValues int
+	doc := readme(t)
+	for i, b := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(doc, -1) {
 		src := []byte(b[1])
 		var head struct {
 			Kind string `json:"kind"`
@@ -56,9 +59,33 @@ func TestReadmeYAML(t *testing.T) {
 				SecretName string `json:"secretName"`
 				ClientAuth bool   `json:"clientAuth"`
 			} `json:"tls"`
+			Events struct {
+				NATS struct {
+					ExistingSecret struct {
+						Name string `json:"name"`
+					} `json:"existingSecret"`
+				} `json:"nats"`
+			} `json:"events"`
 		}
 		if err := yaml.Unmarshal(src, &v); err != nil {
 			t.Fatal(err)
+		}
+		if secret := v.Events.NATS.ExistingSecret.Name; secret != "" {
+			eventsValues++
+			c := container(t, find[*appsv1.Deployment](t, objs).Spec.Template.Spec, "users")
+			url, _ := envVar(c, "NATS_URL")
+			if url.ValueFrom == nil || url.ValueFrom.SecretKeyRef == nil || url.ValueFrom.SecretKeyRef.Name != secret {
+				t.Errorf("yaml block %d: NATS_URL = %+v, want it from the Secret %s", i+1, url, secret)
+			} else {
+				key := url.ValueFrom.SecretKeyRef.Key
+				created := regexp.MustCompile(`create secret generic ` + regexp.QuoteMeta(secret) + ` \\\n\s*--from-literal=` + regexp.QuoteMeta(key) + `=`)
+				if !created.MatchString(doc) {
+					t.Errorf("yaml block %d: NATS_URL from key %s of the Secret %s, which no kubectl command of the README creates", i+1, key, secret)
+				}
+			}
+			if _, ok := envVar(c, "NATS_STREAM"); !ok {
+				t.Errorf("yaml block %d: events relayed without NATS_STREAM", i+1)
+			}
 		}
 		if !v.TLS.Enabled {
 			continue
@@ -94,5 +121,8 @@ func TestReadmeYAML(t *testing.T) {
 	}
 	if len(certs) != 1 || tlsValues != 1 {
 		t.Errorf("README has %d Certificate and %d TLS values examples, want one each, the Certificate first", len(certs), tlsValues)
+	}
+	if eventsValues != 1 {
+		t.Errorf("README has %d values examples relaying events from a Secret, want one", eventsValues)
 	}
 }

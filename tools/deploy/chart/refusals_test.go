@@ -116,6 +116,41 @@ func TestRefusals(t *testing.T) {
 			wantErr: "env sets GOMAXPROCS, which the chart sets itself: use resources",
 		},
 		{
+			name:    "env setting what events.* sets",
+			args:    []string{"--set", "env[0].name=OUTBOX_RETENTION,env[0].value=1h"},
+			wantErr: "env sets OUTBOX_RETENTION, which the chart sets itself: use events.outboxRetention instead",
+		},
+		{
+			name:    "env setting the stream, even with the relay off",
+			args:    []string{"--set", "env[0].name=NATS_STREAM,env[0].value=EVENTS"},
+			wantErr: "env sets NATS_STREAM, which the chart sets itself: use events.stream instead",
+		},
+		{
+			name:    "NATS_URL as a plain value and from a Secret",
+			args:    []string{"--set", "events.nats.url=nats://nats:4222,events.nats.existingSecret.name=users-nats"},
+			wantErr: "NATS_URL is set twice: by events.nats.url and by events.nats.existingSecret.name",
+		},
+		{
+			name:    "NATS_URL from a Secret and in env",
+			args:    []string{"--set", "events.nats.existingSecret.name=users-nats,env[0].name=NATS_URL,env[0].value=nats://nats:4222"},
+			wantErr: "NATS_URL is set twice: by events.nats and by an env entry",
+		},
+		{
+			name:    "a misspelt events key",
+			args:    []string{"--set", "events.nats.existingSecret.nmae=users-nats"},
+			wantErr: "additional properties 'nmae' not allowed",
+		},
+		{
+			name:    "a stream name JetStream refuses",
+			args:    []string{"--set", "events.stream=agyn.users"},
+			wantErr: "/events/stream",
+		},
+		{
+			name:    "a retention in days, which Go durations do not have",
+			args:    []string{"--set", "events.outboxRetention=7d"},
+			wantErr: "/events/outboxRetention",
+		},
+		{
 			name:    "an HPA whose minimum exceeds its maximum",
 			args:    []string{"--set", "autoscaling.enabled=true,autoscaling.minReplicas=5,autoscaling.maxReplicas=3"},
 			wantErr: "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
