@@ -24,7 +24,7 @@ func serverEnv(t *testing.T, names []string, args ...string) map[string]string {
 
 // TestRolloutAndPoolSettings: drainDelaySeconds reaches the binary as
 // DRAIN_DELAY and database.maxConns as DB_MAX_CONNS, with the defaults the
-// chart README documents (5s, 16).
+// chart README documents (5s, 11).
 func TestRolloutAndPoolSettings(t *testing.T) {
 	t.Parallel()
 	names := []string{"DRAIN_DELAY", "SHUTDOWN_TIMEOUT", "DB_MAX_CONNS"}
@@ -35,7 +35,7 @@ func TestRolloutAndPoolSettings(t *testing.T) {
 	}{
 		{
 			name: "default values",
-			want: map[string]string{"DRAIN_DELAY": "5s", "SHUTDOWN_TIMEOUT": "20s", "DB_MAX_CONNS": "12"},
+			want: map[string]string{"DRAIN_DELAY": "5s", "SHUTDOWN_TIMEOUT": "20s", "DB_MAX_CONNS": "11"},
 		},
 		{
 			name: "set",
@@ -45,7 +45,7 @@ func TestRolloutAndPoolSettings(t *testing.T) {
 		{
 			name: "no drain delay",
 			args: []string{"--set", "drainDelaySeconds=0"},
-			want: map[string]string{"DRAIN_DELAY": "0s", "SHUTDOWN_TIMEOUT": "20s", "DB_MAX_CONNS": "12"},
+			want: map[string]string{"DRAIN_DELAY": "0s", "SHUTDOWN_TIMEOUT": "20s", "DB_MAX_CONNS": "11"},
 		},
 		{
 			name: "everything enabled",
