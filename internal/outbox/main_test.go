@@ -30,7 +30,7 @@ const testStream = "USERS_TEST"
 var testActor = "outbox tests"
 
 // newDatabase is a pool on a database of the test's own, and its URL.
-func newDatabase(t *testing.T) (*pgxpool.Pool, string) {
+func newDatabase(t testing.TB) (*pgxpool.Pool, string) {
 	t.Helper()
 	url := testdb.URL(t)
 	pool, err := db.NewPool(t.Context(), url, db.PoolOptions{})
@@ -44,7 +44,7 @@ func newDatabase(t *testing.T) (*pgxpool.Pool, string) {
 // startRelay runs a relay on the database at url, publishing to ns, as
 // serve runs it (ConnectNATS included), until stop is called or the test
 // ends.
-func startRelay(t *testing.T, url string, ns *natstest.Server, reg prometheus.Registerer, pool *pgxpool.Pool) (stop func()) {
+func startRelay(t testing.TB, url string, ns *natstest.Server, reg prometheus.Registerer, pool *pgxpool.Pool) (stop func()) {
 	t.Helper()
 	js, closeNATS, err := outbox.ConnectNATS(ns.URL(), "", slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -70,7 +70,7 @@ func startRelay(t *testing.T, url string, ns *natstest.Server, reg prometheus.Re
 }
 
 // newUser logs a new user in with the service's own statement.
-func newUser(t *testing.T, q *db.Queries, subject string) uuid.UUID {
+func newUser(t testing.TB, q *db.Queries, subject string) uuid.UUID {
 	t.Helper()
 	row, err := q.ResolveOrCreateUser(t.Context(), db.ResolveOrCreateUserParams{
 		IdentityID: uuid.Must(uuid.NewV7()), OidcSubject: subject, ActorService: &testActor,
@@ -82,7 +82,7 @@ func newUser(t *testing.T, q *db.Queries, subject string) uuid.UUID {
 }
 
 // outboxRows counts the outbox's rows.
-func outboxRows(t *testing.T, pool *pgxpool.Pool) int {
+func outboxRows(t testing.TB, pool *pgxpool.Pool) int {
 	t.Helper()
 	var n int
 	if err := pool.QueryRow(t.Context(), "SELECT count(*) FROM outbox").Scan(&n); err != nil {
