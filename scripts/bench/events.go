@@ -36,7 +36,7 @@ const (
 	// pendingEvery is how often the backlog is sampled. Each sample costs
 	// the events-on service a scrape, and the database a count of the
 	// outbox, within its measured window: a cost on its side only.
-	pendingEvery = 250 * time.Millisecond
+	pendingEvery = time.Second
 	// flatBound is the backlog below which it counts as flat whatever it
 	// started at: the relay publishes in rounds of up to 1000 events
 	// (outbox.DefaultBatch), so a relay that keeps up leaves up to about

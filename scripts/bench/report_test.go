@@ -162,7 +162,7 @@ func TestReportComparesEventsOnWithEventsOff(t *testing.T) {
 				EventsOn: withBacklogs(runsOf(900, 1900, 1000), drained(0, 120, 800), drained(3, 0, 950), drained(0, 60, 400))},
 			[]string{
 				"\nservice RPS, UpdateUser, events on/events off: 0.95 (0.90–1.00); by round 0.90, 0.95, 1.00; events on: 1000 RPS,",
-				"\nUpdateUser, events on, users_events_pending every 250ms (first, last, max): round 1 0, 120, 800; round 2 3, 0, 950; round 3 0, 60, 400; flat (last at most max(first, 1000)); the outbox empty within 300ms of each run's end; 3000 events published\n",
+				"\nUpdateUser, events on, users_events_pending every 1s (first, last, max): round 1 0, 120, 800; round 2 3, 0, 950; round 3 0, 60, 400; flat (last at most max(first, 1000)); the outbox empty within 300ms of each run's end; 3000 events published\n",
 			}},
 		{"a median below the target, a backlog that grew and one that did not drain say so",
 			workloadResult{Name: "ResolveOrCreateUser new", Service: runsOf(1000, 1000),

@@ -53,6 +53,15 @@ type pgbenchBinding struct {
 	defines []string
 }
 
+// eventInsert is the CTE that writes the event of kind for the rows of
+// the CTE rows, as the service's statements do (sql/queries/users.sql):
+// part of the cheapest statement of a change, since the service's change
+// is not done until its event is written.
+func eventInsert(kind, rows string) string {
+	return "event AS (INSERT INTO outbox (kind, identity_id, actor_service, data) " +
+		"SELECT '" + kind + "', r.identity_id, 'bench', to_jsonb(r) FROM " + rows + " r)"
+}
+
 // uuidFromNumber binds a uuid parameter to a pgbench number: pgbench has
 // no strings, so the number goes in as bigint and becomes the uuid in the
 // statement, exactly as the seed derives ids (keys.go). It is evaluated
@@ -225,11 +234,12 @@ FROM generate_series(1, ` + strconv.Itoa(batchSize) + `) \gset
 			return newFreshSubjectSource(loginRequest, run)
 		},
 		query: "ResolveOrCreateUser",
-		// A new subject's login stores the row and returns it: the
-		// cheapest is given the username the service derives (from the
-		// email), rather than deriving it.
-		cheapest: "INSERT INTO users (identity_id, oidc_subject, name, email, photo_url, username) " +
-			"VALUES (@identity_id, @oidc_subject, @name, @email, @photo_url, @username) RETURNING " + userColumns + ";",
+		// A new subject's login stores the row and its event and returns
+		// the row: the cheapest is given the username the service derives
+		// (from the email), rather than deriving it.
+		cheapest: "WITH inserted AS (INSERT INTO users (identity_id, oidc_subject, name, email, photo_url, username) " +
+			"VALUES (@identity_id, @oidc_subject, @name, @email, @photo_url, @username) RETURNING " + userColumns + "), " +
+			eventInsert("user.created", "inserted") + " SELECT " + userColumns + " FROM inserted;",
 		pgbench: pgbenchBinding{
 			prelude: pgbenchLoginID + fmt.Sprintf(`\set oidc_subject %d + :run * %d + :calls * %d + :client_id`, int64(pgbenchNewSubjectBase), runSpacing, maxConcurrency) + "\n" +
 				`\set email :oidc_subject` + "\n" + `\set username :oidc_subject` + "\n",
@@ -250,8 +260,9 @@ FROM generate_series(1, ` + strconv.Itoa(batchSize) + `) \gset
 			return &usersv1.UpdateUserRequest{IdentityId: identityID(key()), Name: &name}
 		}),
 		query: "UpdateUserProfile",
-		// Sets the one field the request sets.
-		cheapest: "UPDATE users SET name = @name, updated_at = now() WHERE identity_id = @identity_id RETURNING " + userColumns + ";",
+		// Sets the one field the request sets, and writes its event.
+		cheapest: "WITH updated AS (UPDATE users SET name = @name, updated_at = now() WHERE identity_id = @identity_id RETURNING " + userColumns + "), " +
+			eventInsert("user.updated", "updated") + " SELECT " + userColumns + " FROM updated;",
 		pgbench: pgbenchBinding{
 			prelude: `\set identity_id random(1, :users)` + "\n" + `\set name random(1, 1000000000)` + "\n",
 			params: withParams(actorParams, map[string]string{
