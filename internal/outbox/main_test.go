@@ -43,23 +43,27 @@ func newDatabase(t testing.TB) (*pgxpool.Pool, string) {
 
 // startRelay runs a relay on the database at url, publishing to ns, as
 // serve runs it (ConnectNATS included), until stop is called or the test
-// ends.
-func startRelay(t testing.TB, url string, ns *natstest.Server, reg prometheus.Registerer, pool *pgxpool.Pool) (stop func()) {
+// ends. Its waits are short, so that tests wait little; edits change its
+// configuration.
+func startRelay(t testing.TB, url string, ns *natstest.Server, reg prometheus.Registerer, pool *pgxpool.Pool, edits ...func(*outbox.RelayConfig)) (stop func()) {
 	t.Helper()
 	js, closeNATS, err := outbox.ConnectNATS(ns.URL(), "", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	relay := outbox.NewRelay(outbox.RelayConfig{
-		Connect:   func(ctx context.Context) (*pgx.Conn, error) { return db.Connect(ctx, url) },
-		Stream:    jetstream.StreamConfig{Name: testStream, Subjects: []string{outbox.Subjects}},
-		DBTimeout: 5 * time.Second,
-		Poll:      10 * time.Millisecond,
-		// Short, so that the test waits little once NATS is back.
+	cfg := outbox.RelayConfig{
+		Connect:          func(ctx context.Context) (*pgx.Conn, error) { return db.Connect(ctx, url) },
+		Stream:           jetstream.StreamConfig{Name: testStream, Subjects: []string{outbox.Subjects}},
+		DBTimeout:        5 * time.Second,
+		Poll:             10 * time.Millisecond,
 		MaxBackoff:       200 * time.Millisecond,
 		TakeoverInterval: 100 * time.Millisecond,
 		AckTimeout:       time.Second,
-	}, js, outbox.NewMetrics(reg, db.New(pool), time.Second), slog.New(slog.DiscardHandler))
+	}
+	for _, edit := range edits {
+		edit(&cfg)
+	}
+	relay := outbox.NewRelay(cfg, js, outbox.NewMetrics(reg, db.New(pool), time.Second), slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { relay.Run(ctx) })

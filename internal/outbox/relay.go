@@ -21,20 +21,25 @@ import (
 // so that one takes over within about that long of the holder's session
 // ending.
 //
-// Each round reads the oldest events (PendingEvents), publishes the first
-// of each user's among them at once, waits for their acknowledgements and
-// deletes the acknowledged ones; the user's next event waits for the next
-// round. So one user's events reach the stream in the order they were
-// committed even when a publish fails and is tried again later, while
-// the events of different users go out side by side. Every event is
-// published with its id as Nats-Msg-Id: an event published again, after
-// a crash between the acknowledgement and the delete, is dropped by
-// JetStream as a duplicate within the stream's duplicate window.
+// Each round reads the oldest events (PendingEvents) and publishes them
+// in waves: the first of each user's at once, then, once JetStream has
+// acknowledged a user's event, the user's next; then it deletes the
+// acknowledged ones. An event is published only after the one before it
+// of its user is in the stream, so one user's events reach the stream in
+// the order they were committed, also when a publish fails and is tried
+// again later, while the events of different users go out side by side.
+// Every event is published with its id as Nats-Msg-Id: an event published
+// again, after a crash between the acknowledgement and the delete, is
+// dropped by JetStream as a duplicate within the stream's duplicate
+// window.
 type Relay struct {
 	cfg     RelayConfig
 	js      jetstream.JetStream
 	metrics *Metrics
 	log     *slog.Logger
+	// reported are the seqs of the rows that are no event, each logged
+	// once while this replica relays.
+	reported map[int64]bool
 }
 
 // RelayConfig is what a Relay needs besides a JetStream context.
@@ -112,6 +117,7 @@ func (r *Relay) Run(ctx context.Context) {
 			return // ctx ended
 		}
 		r.metrics.leader.Set(1)
+		r.reported = make(map[int64]bool)
 		r.log.Info("relaying events to NATS", "stream", r.cfg.Stream.Name)
 		err = r.relay(ctx, conn)
 		r.metrics.leader.Set(0)
@@ -119,7 +125,12 @@ func (r *Relay) Run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		r.log.Warn("event relay lost its database session; trying for the lock again", "error", err)
+		// A pause, so that a failure that will recur (a missing table, a
+		// statement that times out) does not reconnect in a tight loop.
+		r.log.Warn("event relay stopped on a database error; trying for the lock again", "error", err, "in", r.cfg.TakeoverInterval.String())
+		if !sleep(ctx, r.cfg.TakeoverInterval) {
+			return
+		}
 	}
 }
 
@@ -187,17 +198,19 @@ func (r *Relay) relay(ctx context.Context, conn *pgx.Conn) error {
 		if err != nil {
 			return err
 		}
-		round := firstOfEachUser(events)
-		acked, pubErr := r.publish(ctx, round)
-		if len(acked) > 0 {
-			if err := r.delete(ctx, q, acked); err != nil {
+		res := r.publish(ctx, events)
+		if len(res.acked) > 0 {
+			if err := r.delete(ctx, q, res.acked); err != nil {
 				return err
 			}
-			r.metrics.published.Add(float64(len(acked)))
+			r.metrics.published.Add(float64(len(res.acked)))
 		}
-		if pubErr != nil {
-			r.metrics.failed.Add(float64(len(round) - len(acked)))
-			r.log.Warn("event relay: publish failed; trying again", "events", len(round)-len(acked), "error", pubErr, "in", backoff.String())
+		if ctx.Err() != nil { // a stop, not a failure
+			return ctx.Err()
+		}
+		if res.err != nil {
+			r.metrics.failed.Add(float64(res.failed))
+			r.log.Warn("event relay: publish failed; trying again", "events", res.failed, "error", res.err, "in", backoff.String())
 			streamReady = false // it may have been deleted
 			if !sleep(ctx, backoff) {
 				return ctx.Err()
@@ -206,7 +219,9 @@ func (r *Relay) relay(ctx context.Context, conn *pgx.Conn) error {
 			continue
 		}
 		backoff = minBackoff
-		if len(round) == len(events) && len(events) < int(r.cfg.Batch) && !sleep(ctx, r.cfg.Poll) {
+		// Fewer than a batch: all there was; or nothing published (rows
+		// that are no event): wait for more.
+		if (len(events) < int(r.cfg.Batch) || len(res.acked) == 0) && !sleep(ctx, r.cfg.Poll) {
 			return ctx.Err()
 		}
 	}
@@ -245,61 +260,96 @@ func (r *Relay) delete(ctx context.Context, q *db.Queries, seqs []int64) error {
 	return err
 }
 
-// firstOfEachUser are the events, in order, that are the first of their
-// user's among events: those a round publishes.
-func firstOfEachUser(events []db.Outbox) []db.Outbox {
-	seen := make(map[[16]byte]bool, len(events))
-	out := make([]db.Outbox, 0, len(events))
+// byUser splits events, in order, into each user's, in order, the users
+// in the order of their first event.
+func byUser(events []db.Outbox) [][]db.Outbox {
+	index := make(map[[16]byte]int, len(events))
+	var out [][]db.Outbox
 	for _, e := range events {
-		if !seen[e.IdentityID] {
-			seen[e.IdentityID] = true
-			out = append(out, e)
+		i, ok := index[e.IdentityID]
+		if !ok {
+			i = len(out)
+			index[e.IdentityID] = i
+			out = append(out, nil)
 		}
+		out[i] = append(out[i], e)
 	}
 	return out
 }
 
-// publish sends the events at once and waits, up to AckTimeout, for their
-// acknowledgements. It returns the seqs of the events acknowledged, and
-// the first error if any event was not.
-func (r *Relay) publish(ctx context.Context, events []db.Outbox) ([]int64, error) {
-	futures := make([]jetstream.PubAckFuture, 0, len(events))
-	sent := make([]int64, 0, len(events)) // the seq of each future's event
-	var firstErr error
-	for _, e := range events {
-		msg, err := natsMsg(e)
-		if err != nil {
-			// A row that is no event of its kind stays, holding back its
-			// user's later events, and is reported at every round (the
-			// oldest pending age grows); the other users' go on.
-			r.log.Error("event relay: an outbox row is not an event; it stays in the outbox", "seq", e.Seq, "error", err)
-			firstErr = cmpErr(firstErr, err)
-			continue
+// published is what a round's publishing did.
+type published struct {
+	acked  []int64 // the seqs JetStream acknowledged
+	failed int     // events whose publish failed
+	err    error   // the first publish failure
+}
+
+// publish publishes events in waves: the first event of each user's at
+// once, then the next of each user whose event JetStream acknowledged,
+// and so on; each wave waits up to AckTimeout for its acknowledgements,
+// also once ctx is done, and none starts after. A user's events stop at
+// one that fails, for a later round to publish from there, and at a row
+// that is no event, which stays in the outbox, logged once: the other
+// users' go on. A publish that NATS refuses at once ends the round.
+func (r *Relay) publish(ctx context.Context, events []db.Outbox) published {
+	var res published
+	queues := byUser(events)
+	for ctx.Err() == nil && len(queues) > 0 {
+		futures := make([]jetstream.PubAckFuture, 0, len(queues))
+		sent := make([][]db.Outbox, 0, len(queues)) // the queue of each future's event
+		refused := false
+		for _, q := range queues {
+			msg, err := natsMsg(q[0])
+			if err != nil {
+				r.reportBad(q[0], err)
+				continue
+			}
+			f, err := r.js.PublishMsgAsync(msg, jetstream.WithMsgID(q[0].ID.String()))
+			if err != nil { // NATS itself: the rest would fail alike
+				res.failed++
+				res.err = cmpErr(res.err, err)
+				refused = true
+				break
+			}
+			futures = append(futures, f)
+			sent = append(sent, q)
 		}
-		f, err := r.js.PublishMsgAsync(msg, jetstream.WithMsgID(e.ID.String()))
-		if err != nil { // NATS itself: the rest would fail alike
-			firstErr = cmpErr(firstErr, err)
-			break
+		next := queues[:0]
+		timeout := time.NewTimer(r.cfg.AckTimeout)
+		for i, f := range futures {
+			select {
+			case <-f.Ok():
+				res.acked = append(res.acked, sent[i][0].Seq)
+				if len(sent[i]) > 1 {
+					next = append(next, sent[i][1:])
+				}
+			case err := <-f.Err():
+				res.failed++
+				res.err = cmpErr(res.err, err)
+			case <-timeout.C:
+				res.failed += len(futures) - i
+				res.err = cmpErr(res.err, fmt.Errorf("no acknowledgement within %s", r.cfg.AckTimeout))
+				return res
+			}
 		}
-		futures = append(futures, f)
-		sent = append(sent, e.Seq)
+		timeout.Stop()
+		if refused {
+			return res
+		}
+		queues = next
 	}
-	acked := make([]int64, 0, len(futures))
-	timeout := time.NewTimer(r.cfg.AckTimeout)
-	defer timeout.Stop()
-	for i, f := range futures {
-		select {
-		case <-f.Ok():
-			acked = append(acked, sent[i])
-		case err := <-f.Err():
-			firstErr = cmpErr(firstErr, err)
-		case <-timeout.C:
-			return acked, cmpErr(firstErr, fmt.Errorf("no acknowledgement within %s", r.cfg.AckTimeout))
-		case <-ctx.Done():
-			return acked, cmpErr(firstErr, ctx.Err())
-		}
+	return res
+}
+
+// reportBad logs a row that is no event, once per row while this replica
+// relays, and counts it among the failures.
+func (r *Relay) reportBad(e db.Outbox, err error) {
+	if r.reported[e.Seq] {
+		return
 	}
-	return acked, firstErr
+	r.reported[e.Seq] = true
+	r.metrics.failed.Inc()
+	r.log.Error("event relay: an outbox row is not an event; it stays in the outbox, and its user's later events behind it", "seq", e.Seq, "error", err)
 }
 
 // natsMsg is the NATS message of an event.

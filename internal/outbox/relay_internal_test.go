@@ -9,20 +9,24 @@ import (
 	"github.com/agynio/users/internal/db"
 )
 
-// A round publishes only the first pending event of each user, in seq
-// order: a later one of the same user waits for the next round, so that a
-// failed publish cannot be overtaken by the user's next event.
-func TestFirstOfEachUser(t *testing.T) {
-	a, b := uuid.New(), uuid.New()
+// A round publishes each user's events in their order, one wave after
+// another: byUser keeps each user's in order, the users in the order of
+// their first event.
+func TestByUser(t *testing.T) {
+	a, b, c := uuid.New(), uuid.New(), uuid.New()
 	events := []db.Outbox{
-		{Seq: 1, IdentityID: a}, {Seq: 2, IdentityID: b}, {Seq: 3, IdentityID: a}, {Seq: 4, IdentityID: uuid.New()}, {Seq: 5, IdentityID: b},
+		{Seq: 1, IdentityID: a}, {Seq: 2, IdentityID: b}, {Seq: 3, IdentityID: a}, {Seq: 4, IdentityID: c}, {Seq: 5, IdentityID: b}, {Seq: 6, IdentityID: a},
 	}
-	var got []int64
-	for _, e := range firstOfEachUser(events) {
-		got = append(got, e.Seq)
+	var got [][]int64
+	for _, q := range byUser(events) {
+		var seqs []int64
+		for _, e := range q {
+			seqs = append(seqs, e.Seq)
+		}
+		got = append(got, seqs)
 	}
-	if fmt.Sprint(got) != "[1 2 4]" {
-		t.Errorf("a round publishes seqs %v, want [1 2 4]", got)
+	if fmt.Sprint(got) != "[[1 3 6] [2 5] [4]]" {
+		t.Errorf("by user: %v, want [[1 3 6] [2 5] [4]]", got)
 	}
 }
 

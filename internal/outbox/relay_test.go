@@ -14,6 +14,7 @@ import (
 
 	"github.com/agynio/users/internal/db"
 	eventsv1 "github.com/agynio/users/internal/gen/agynio/users/events/v1"
+	"github.com/agynio/users/internal/outbox"
 	"github.com/agynio/users/internal/testing/natstest"
 )
 
@@ -179,7 +180,7 @@ func TestRelayOutlivesItsSession(t *testing.T) {
 
 // An outbox row that is no event of its kind (written by hand, say)
 // stays where it is and holds back only its own user's events: the other
-// users' are published past it.
+// users' events are published past it, as they come, with no backoff.
 func TestABadRowHoldsBackOnlyItsUser(t *testing.T) {
 	t.Parallel()
 	pool, url := newDatabase(t)
@@ -190,18 +191,27 @@ func TestABadRowHoldsBackOnlyItsUser(t *testing.T) {
 		VALUES ('user.updated', $1, 'by hand', '{"created_at": "yesterday"}')`, bad); err != nil {
 		t.Fatal(err)
 	}
-	startRelay(t, url, ns, prometheus.NewRegistry(), pool)
-	good := newUser(t, q, "good")
+	// The backoff after failed publishes as serve has it: were the bad
+	// row a failure, the good events would wait up to 5 s each.
+	startRelay(t, url, ns, prometheus.NewRegistry(), pool, func(c *outbox.RelayConfig) { c.MaxBackoff = outbox.DefaultMaxBackoff })
 
-	msgs := ns.Read(t, testStream, 1, 10*time.Second, 500*time.Millisecond)
-	if len(msgs) != 1 || msgs[0].Subject() != "agyn.users.user.created" {
-		t.Fatalf("%d events published, want the good user's one", len(msgs))
+	const good = 20
+	for i := range good {
+		newUser(t, q, fmt.Sprintf("good-%d", i))
+		time.Sleep(100 * time.Millisecond)
 	}
-	var ev eventsv1.UserCreated
-	if err := proto.Unmarshal(msgs[0].Data(), &ev); err != nil || ev.GetEvent().GetIdentityId() != good.String() {
-		t.Errorf("published %v (%v), want the good user's created event", ev.GetEvent(), err)
+	// Each within a second of its write: the last too.
+	msgs := ns.Read(t, testStream, good, time.Second, 300*time.Millisecond)
+	if len(msgs) != good {
+		t.Fatalf("%d events published within a second of the last write, want the %d good users'", len(msgs), good)
 	}
-	// The good event's row goes a moment after the consumer read it.
+	for _, m := range msgs {
+		var ev eventsv1.UserCreated
+		if err := proto.Unmarshal(m.Data(), &ev); err != nil || ev.GetEvent().GetIdentityId() == bad.String() {
+			t.Errorf("published %v (%v), want only the good users' events", ev.GetEvent(), err)
+		}
+	}
+	// The good events' rows go a moment after the consumer read them.
 	for deadline := time.Now().Add(5 * time.Second); outboxRows(t, pool) > 1 && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -219,5 +229,52 @@ func TestABadRowHoldsBackOnlyItsUser(t *testing.T) {
 	}
 	if len(left) != 1 || left[0] != bad {
 		t.Errorf("the outbox holds events of %v, want the bad row's user alone", left)
+	}
+}
+
+// One user's long backlog, more than a round reads, drains in order
+// without holding back the users whose events come after it: a round
+// publishes the user's events one after another, each once the one
+// before is in the stream.
+func TestOneUsersBacklogDrainsInOrder(t *testing.T) {
+	t.Parallel()
+	pool, url := newDatabase(t)
+	q := db.New(pool)
+	ns := natstest.Start(t)
+	busy := newUser(t, q, "busy")
+	const updates = 1500
+	for k := range updates {
+		name := fmt.Sprintf("n-%04d", k)
+		if _, err := q.UpdateUserProfile(t.Context(), db.UpdateUserProfileParams{
+			IdentityID: busy, Name: &name, ActorService: &testActor, ChangedFields: []string{"name"},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	others := make(map[string]bool)
+	for i := range 10 {
+		others[newUser(t, q, fmt.Sprintf("other-%d", i)).String()] = true
+	}
+	startRelay(t, url, ns, prometheus.NewRegistry(), pool)
+
+	msgs := ns.Read(t, testStream, 1+updates+len(others), 30*time.Second, 500*time.Millisecond)
+	if len(msgs) != 1+updates+len(others) {
+		t.Fatalf("%d events, want %d", len(msgs), 1+updates+len(others))
+	}
+	var names []string
+	for _, m := range msgs {
+		if m.Subject() != "agyn.users.user.updated" {
+			continue
+		}
+		var ev eventsv1.UserUpdated
+		if err := proto.Unmarshal(m.Data(), &ev); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, ev.GetUser().GetName())
+	}
+	for k, name := range names {
+		if want := fmt.Sprintf("n-%04d", k); name != want {
+			t.Fatalf("update %d of the busy user arrived as %s: out of order", k, name)
+		}
 	}
 }
