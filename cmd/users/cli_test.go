@@ -145,6 +145,19 @@ func TestConfigurationErrors(t *testing.T) {
 			variable: "SHUTDOWN_TIMEOUT",
 		},
 		{
+			name:     "NATS_URL that the NATS client refuses, without leaking its password",
+			args:     []string{"serve"},
+			env:      map[string]string{"DATABASE_URL": goodURL, "GRPC_ADDRESS": "127.0.0.1:0", "NATS_URL": "nats://u:natspw@h:notaport"},
+			variable: "NATS_URL",
+			secret:   "natspw",
+		},
+		{
+			name:     "NATS_CREDS_FILE that cannot be read",
+			args:     []string{"serve"},
+			env:      map[string]string{"DATABASE_URL": goodURL, "GRPC_ADDRESS": "127.0.0.1:0", "NATS_URL": "nats://127.0.0.1:1", "NATS_CREDS_FILE": "/nonexistent/users.creds"},
+			variable: "NATS_CREDS_FILE",
+		},
+		{
 			name:     "SHUTDOWN_TIMEOUT that is negative",
 			args:     []string{"serve"},
 			env:      map[string]string{"DATABASE_URL": goodURL, "GRPC_ADDRESS": "127.0.0.1:0", "SHUTDOWN_TIMEOUT": "-1s"},

@@ -49,7 +49,7 @@ func TestDrainDelayServesCallsAfterNotServing(t *testing.T) {
 	if took := time.Since(terminated); took < drainDelay {
 		t.Errorf("exited %s after SIGTERM, before DRAIN_DELAY (%s)", took, drainDelay)
 	}
-	want := []string{plaintextWarning, "serving", "shutting down", "drained"}
+	want := []string{eventsPruned, plaintextWarning, "serving", "shutting down", "drained"}
 	if diff := cmp.Diff(want, p.stdout.messages()); diff != "" {
 		t.Errorf("log messages (-want +got):\n%s", diff)
 	}
@@ -92,7 +92,7 @@ func TestIdleReflectionStreamDoesNotHoldShutdown(t *testing.T) {
 	if _, err := stream.Recv(); err == nil {
 		t.Error("the reflection stream is still open after the server exited")
 	}
-	want := []string{plaintextWarning, "serving", "shutting down", "drained"}
+	want := []string{eventsPruned, plaintextWarning, "serving", "shutting down", "drained"}
 	if diff := cmp.Diff(want, p.stdout.messages()); diff != "" {
 		t.Errorf("log messages (-want +got):\n%s", diff)
 	}

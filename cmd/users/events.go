@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"os"
 	"sync"
 
 	"github.com/jackc/pgx/v5"
@@ -32,6 +33,15 @@ func startEvents(cfg config.Config, pool *pgxpool.Pool, metrics *telemetry.Metri
 		return func() { cancel(); wg.Wait() }, nil
 	}
 
+	// The client reads the credentials at each connection attempt, in the
+	// background: a file that cannot be read would only ever show as a
+	// NATS that does not answer.
+	if f := cfg.Events.NATSCredsFile; f != "" {
+		if _, err := os.ReadFile(f); err != nil {
+			cancel()
+			return nil, config.Errorf("NATS_CREDS_FILE", "cannot be read: %v", err)
+		}
+	}
 	js, closeNATS, err := outbox.ConnectNATS(cfg.Events.NATSURL, cfg.Events.NATSCredsFile, log)
 	if err != nil {
 		cancel()

@@ -36,6 +36,9 @@ const waitTimeout = 30 * time.Second
 // plaintextWarning is what serve logs at start-up without TLS.
 const plaintextWarning = "gRPC serves plaintext, fit for local development only: set GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE"
 
+// eventsPruned is what serve logs at start-up without NATS_URL.
+const eventsPruned = "events not relayed (NATS_URL unset); the outbox is pruned"
+
 // usersBin is the binary under test, built once by TestMain.
 var usersBin string
 

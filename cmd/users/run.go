@@ -127,6 +127,16 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	defer healthPool.Close()
 	metrics := telemetry.NewMetrics(pool)
 
+	// Change events: written by the same statements as the changes, and
+	// relayed (or pruned) in the background, whatever the drain; stopped
+	// last, once no call writes any more. First, so that a NATS setting
+	// the client refuses stops the program before anything else runs.
+	stopEvents, err := startEvents(cfg, pool, metrics, log)
+	if err != nil {
+		return err
+	}
+	defer stopEvents()
+
 	// gRPC server, with health and reflection, and TLS when configured.
 	opts := grpcOptions(cfg, metrics, tracing)
 	if cfg.TLS.Enabled() {
@@ -143,14 +153,6 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if cfg.TLS.ClientCAFile != "" {
 		opts = append(opts, server.WithIdentityAssertingClients(cfg.IdentityAssertingClients))
 	}
-	// Change events: written by the same statements as the changes, and
-	// relayed (or pruned) in the background, whatever the drain; stopped
-	// last, once no call writes any more.
-	stopEvents, err := startEvents(cfg, pool, metrics, log)
-	if err != nil {
-		return err
-	}
-	defer stopEvents()
 	users := usersServer(cfg, pool, metrics, log)
 	srv, healthSrv := server.NewGRPCServer(users, log, opts...)
 	defer srv.Stop() // for a return before the drain below; after it, a no-op

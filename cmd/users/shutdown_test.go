@@ -71,7 +71,7 @@ func TestShutdownDrainsInFlightRPCs(t *testing.T) {
 	if code := p.wait(t, waitTimeout); code != 0 {
 		t.Errorf("exit code %d, want 0", code)
 	}
-	want := []string{plaintextWarning, "serving", "shutting down", "drained"}
+	want := []string{eventsPruned, plaintextWarning, "serving", "shutting down", "drained"}
 	if diff := cmp.Diff(want, p.stdout.messages()); diff != "" {
 		t.Errorf("log messages (-want +got):\n%s", diff)
 	}
@@ -109,7 +109,7 @@ func TestShutdownTimeoutCutsOffInFlightRPCs(t *testing.T) {
 	} else if status.Code(res.err) == codes.OK {
 		t.Errorf("in-flight UpdateUser: %v, want a non-OK status", res.err)
 	}
-	want := []string{plaintextWarning, "serving", "shutting down", "shutdown timeout: cancelling in-flight RPCs"}
+	want := []string{eventsPruned, plaintextWarning, "serving", "shutting down", "shutdown timeout: cancelling in-flight RPCs"}
 	if diff := cmp.Diff(want, p.stdout.messages()); diff != "" {
 		t.Errorf("log messages (-want +got):\n%s", diff)
 	}

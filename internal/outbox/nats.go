@@ -3,6 +3,7 @@ package outbox
 import (
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -18,6 +19,7 @@ import (
 // that a restart would lose. Neither the URL, which may hold a password,
 // nor the credentials are logged.
 func ConnectNATS(url, credsFile string, log *slog.Logger) (jetstream.JetStream, func(), error) {
+	unreachable := &changeLog{log: log, msg: "NATS not reachable; trying again"}
 	opts := []nats.Option{
 		nats.Name("users"),
 		nats.RetryOnFailedConnect(true),
@@ -29,7 +31,18 @@ func ConnectNATS(url, credsFile string, log *slog.Logger) (jetstream.JetStream, 
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
+			unreachable.reset()
 			log.Info("NATS reconnected", "server", nc.ConnectedUrlRedacted())
+		}),
+		nats.ConnectHandler(func(nc *nats.Conn) {
+			unreachable.reset()
+			log.Info("NATS connected", "server", nc.ConnectedUrlRedacted())
+		}),
+		// Each failed attempt, every 2 s: logged when its reason changes,
+		// so that a refused password or a server away shows once.
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { unreachable.note(err) }),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Warn("NATS error", "error", err)
 		}),
 	}
 	if credsFile != "" {
@@ -45,4 +58,29 @@ func ConnectNATS(url, credsFile string, log *slog.Logger) (jetstream.JetStream, 
 		return nil, nil, fmt.Errorf("NATS: %w", err)
 	}
 	return js, nc.Close, nil
+}
+
+// changeLog logs an error under msg when it differs from the last one
+// logged, until reset.
+type changeLog struct {
+	log  *slog.Logger
+	msg  string
+	mu   sync.Mutex
+	last string
+}
+
+func (c *changeLog) note(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err == nil || err.Error() == c.last {
+		return
+	}
+	c.last = err.Error()
+	c.log.Warn(c.msg, "error", err)
+}
+
+func (c *changeLog) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.last = ""
 }
