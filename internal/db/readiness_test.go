@@ -21,6 +21,7 @@ func TestReadiness(t *testing.T) {
 		{"a dropped table is not ready", "DROP TABLE users CASCADE", false},
 		{"a dropped tokens table is not ready", "DROP TABLE api_tokens", false},
 		{"a dropped token column is not ready", "ALTER TABLE api_tokens DROP COLUMN last_used_at", false},
+		{"a dropped outbox is not ready: every change writes it", "DROP TABLE outbox", false},
 		{"a dropped column is not ready", "ALTER TABLE users DROP COLUMN photo_url", false},
 		{"a renamed column is not ready", "ALTER TABLE users RENAME COLUMN oidc_subject TO subject", false},
 	}

@@ -77,12 +77,14 @@ WHERE oidc_subject = ANY(@oidc_subjects::text[]);
 
 -- name: CheckSchema :exec
 -- Readiness, every 2 s on a connection of its own: reads no row, but
--- PostgreSQL must resolve every column the queries in this file read, so
--- it fails (undefined table or column) on a schema the service cannot
--- serve, as it does when the database is unreachable.
+-- PostgreSQL must resolve every column the queries in this file read or
+-- write (every change writes the outbox), so it fails (undefined table
+-- or column) on a schema the service cannot serve, as it does when the
+-- database is unreachable.
 SELECT u.identity_id, u.oidc_subject, u.name, u.email, u.photo_url, u.created_at, u.updated_at, u.nickname, u.username, u.email_verified, u.cluster_role,
-       t.id, t.identity_id, t.name, t.token_hash, t.token_prefix, t.expires_at, t.created_at, t.last_used_at
-FROM users u, api_tokens t
+       t.id, t.identity_id, t.name, t.token_hash, t.token_prefix, t.expires_at, t.created_at, t.last_used_at,
+       o.seq, o.id, o.kind, o.identity_id, o.actor_identity_id, o.actor_service, o.occurred_at, o.changed_fields, o.data
+FROM users u, api_tokens t, outbox o
 LIMIT 0;
 
 -- name: UpdateUserProfile :one
