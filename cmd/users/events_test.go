@@ -226,6 +226,51 @@ func TestEventsWaitForNATS(t *testing.T) {
 	})
 }
 
+// With NATS_URL unset, serve deletes the events older than
+// OUTBOX_RETENTION, from its start on, so that the outbox stays bounded
+// with no relay to empty it; younger ones stay.
+func TestEventsPrunedWithoutNATS(t *testing.T) {
+	t.Parallel()
+	dbURL := testdb.URL(t)
+	writer, addr := startServe(t, map[string]string{"DATABASE_URL": dbURL})
+	users := usersv1.NewUsersServiceClient(dial(t, addr))
+	made := newChanges()
+	made.login(t, users, "pruned")
+	writer.terminate(t)
+	if code := writer.wait(t, waitTimeout); code != 0 {
+		t.Fatalf("the writer exited with %d", code)
+	}
+	conn, err := pgx.Connect(rpcContext(t), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	outboxRows := func() int {
+		t.Helper()
+		var n int
+		if err := conn.QueryRow(rpcContext(t), "SELECT count(*) FROM outbox").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := outboxRows(); n != 1 {
+		t.Fatalf("the outbox holds %d events after a first login with no relay, want 1", n)
+	}
+
+	time.Sleep(1100 * time.Millisecond) // the event is older than a second now
+	pruner, addr := startServe(t, map[string]string{"DATABASE_URL": dbURL, "OUTBOX_RETENTION": "1s"})
+	within(t, 10*time.Second, "the event older than OUTBOX_RETENTION still in the outbox", func() bool { return outboxRows() == 0 })
+	if got := eventsMetric(t, pruner, "users_events_pruned_total"); got != 1 {
+		t.Errorf("users_events_pruned_total = %v, want 1", got)
+	}
+	// A change now is younger than the retention, and stays until the
+	// next pruning, a minute on.
+	made.login(t, usersv1.NewUsersServiceClient(dial(t, addr)), "kept")
+	if n := outboxRows(); n != 1 {
+		t.Errorf("the outbox holds %d events after a new change, want 1", n)
+	}
+}
+
 // changes records the changes a test makes, to compare with the events
 // the stream holds: each user's, in the order made, as the subject and
 // the name the change left the user with. Every change gives its user a

@@ -57,11 +57,6 @@ type actor struct {
 	service    *string
 }
 
-// ServiceActor is the actor of the changes the service makes by itself:
-// promoting CLUSTER_ADMIN_SUBJECTS, and deleting an expired API token to
-// make room for a new one (which sql/ writes as the literal 'users').
-const ServiceActor = "users"
-
 // unknownService is the calling service's name when the call came with no
 // client certificate to tell it by.
 const unknownService = "unknown"

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -288,11 +289,11 @@ func TestRefusedChangesPublishNothing(t *testing.T) {
 	t.Parallel()
 	e := newEventsEnv(t, "root")
 	ctx := t.Context()
+	since := time.Now()
 	asRoot := e.admin(t, "root")
 	alice := e.createUser(t, &usersv1.ResolveOrCreateUserRequest{OidcSubject: "alice", PreferredUsername: ptr("alice")})
 	bob := e.createUser(t, &usersv1.ResolveOrCreateUserRequest{OidcSubject: "bob", PreferredUsername: ptr("bob")})
 	asAlice := asCaller(ctx, alice.GetMeta().GetId())
-	since := time.Now()
 	_ = e.read(t, 3, since) // the three logins
 	waitOutboxEmpty(t, e.conn)
 	rootID := rootIDOf(t, e)
@@ -413,3 +414,29 @@ func outboxRows(t *testing.T, conn db.DBTX) int {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// Promoting the existing users of CLUSTER_ADMIN_SUBJECTS at start-up is a
+// role change like any other: a user.updated event each, the service
+// itself its actor.
+func TestPromotionPublishesItsEvent(t *testing.T) {
+	t.Parallel()
+	e := newEventsEnv(t, "boss")
+	since := time.Now()
+	// A user from before the subject was declared: stored with no role.
+	boss := uuid.Must(uuid.NewV7())
+	if _, err := e.conn.Exec(t.Context(), "INSERT INTO users (identity_id, oidc_subject, username) VALUES ($1, 'boss', 'boss')", boss); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.srv.PromoteDeclaredAdmins(t.Context()); err != nil || n != 1 {
+		t.Fatalf("PromoteDeclaredAdmins: %d, %v; want 1 user promoted", n, err)
+	}
+	got := e.read(t, 1, since)
+	if len(got) != 1 {
+		t.Fatalf("%d events, want 1", len(got))
+	}
+	ev := got[0]
+	if ev.Subject != "agyn.users.user.updated" || ev.Actor != "service:users" || ev.IdentityID != boss.String() ||
+		fmt.Sprint(ev.ChangedFields) != "[cluster_role]" || ev.User.GetClusterRole() != eventsv1.ClusterRole_CLUSTER_ROLE_ADMIN {
+		t.Errorf("event %+v, want boss's user.updated by the service, cluster_role set to admin", ev)
+	}
+}
