@@ -66,15 +66,7 @@ func TestEventsSurviveARelayKilledMidRound(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer watch.Close(context.Background())
-	outboxRows := func() int {
-		t.Helper()
-		var n int
-		if err := conn.QueryRow(rpcContext(t), "SELECT count(*) FROM outbox").Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	if n := outboxRows(); n != made.total() {
+	if n := outboxRows(t, conn); n != made.total() {
 		t.Fatalf("outbox holds %d events after %d changes", n, made.total())
 	}
 
@@ -121,7 +113,7 @@ func TestEventsSurviveARelayKilledMidRound(t *testing.T) {
 
 	// The kill came mid-drain, and some events are both in the stream and
 	// in the outbox: published again, they must not be there twice.
-	pending := outboxRows()
+	pending := outboxRows(t, conn)
 	info, err := streamInfo(t, ns)
 	if err != nil {
 		t.Fatal(err)
@@ -245,30 +237,32 @@ func TestEventsPrunedWithoutNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	outboxRows := func() int {
-		t.Helper()
-		var n int
-		if err := conn.QueryRow(rpcContext(t), "SELECT count(*) FROM outbox").Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	if n := outboxRows(); n != 1 {
+	if n := outboxRows(t, conn); n != 1 {
 		t.Fatalf("the outbox holds %d events after a first login with no relay, want 1", n)
 	}
 
 	time.Sleep(1100 * time.Millisecond) // the event is older than a second now
 	pruner, addr := startServe(t, map[string]string{"DATABASE_URL": dbURL, "OUTBOX_RETENTION": "1s"})
-	within(t, 10*time.Second, "the event older than OUTBOX_RETENTION still in the outbox", func() bool { return outboxRows() == 0 })
+	within(t, 10*time.Second, "the event older than OUTBOX_RETENTION still in the outbox", func() bool { return outboxRows(t, conn) == 0 })
 	if got := eventsMetric(t, pruner, "users_events_pruned_total"); got != 1 {
 		t.Errorf("users_events_pruned_total = %v, want 1", got)
 	}
 	// A change now is younger than the retention, and stays until the
 	// next pruning, a minute on.
 	made.login(t, usersv1.NewUsersServiceClient(dial(t, addr)), "kept")
-	if n := outboxRows(); n != 1 {
+	if n := outboxRows(t, conn); n != 1 {
 		t.Errorf("the outbox holds %d events after a new change, want 1", n)
 	}
+}
+
+// outboxRows counts the outbox's rows, through conn.
+func outboxRows(t *testing.T, conn *pgx.Conn) int {
+	t.Helper()
+	var n int
+	if err := conn.QueryRow(rpcContext(t), "SELECT count(*) FROM outbox").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // changes records the changes a test makes, to compare with the events

@@ -73,15 +73,10 @@ func actorOf(ctx context.Context) actor {
 // mutual TLS: its first URI SAN (a SPIFFE id, say), else its first DNS
 // SAN. Without one, unknownService.
 func callingService(ctx context.Context) string {
-	p, ok := peer.FromContext(ctx)
+	cert, ok := clientCertificate(ctx)
 	if !ok {
 		return unknownService
 	}
-	info, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
-		return unknownService
-	}
-	cert := info.State.VerifiedChains[0][0]
 	switch {
 	case len(cert.URIs) > 0:
 		return cert.URIs[0].String()
@@ -168,18 +163,24 @@ func (t *trustedAsserters) check(ctx context.Context) error {
 	if len(metadata.ValueFromIncomingContext(ctx, IdentityHeader)) == 0 {
 		return nil
 	}
-	p, ok := peer.FromContext(ctx)
-	if !ok {
-		return errUntrustedSAN
-	}
-	info, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
-		return errUntrustedSAN
-	}
-	if t.names(info.State.VerifiedChains[0][0]) {
+	if cert, ok := clientCertificate(ctx); ok && t.names(cert) {
 		return nil
 	}
 	return errUntrustedSAN
+}
+
+// clientCertificate is the call's client certificate, verified against
+// GRPC_TLS_CLIENT_CA_FILE: false without mutual TLS.
+func clientCertificate(ctx context.Context) (*x509.Certificate, bool) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil, false
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
+		return nil, false
+	}
+	return info.State.VerifiedChains[0][0], true
 }
 
 // names reports whether the client certificate has an allowed SAN.

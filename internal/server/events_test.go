@@ -2,9 +2,11 @@ package server_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -13,9 +15,12 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -28,6 +33,7 @@ import (
 	"github.com/agynio/users/internal/identity"
 	"github.com/agynio/users/internal/outbox"
 	"github.com/agynio/users/internal/server"
+	"github.com/agynio/users/internal/testing/certs"
 	"github.com/agynio/users/internal/testing/natstest"
 	"github.com/agynio/users/internal/testing/testdb"
 )
@@ -42,6 +48,17 @@ type eventsEnv struct {
 const testStream = "USERS_TEST"
 
 func newEventsEnv(t *testing.T, admins ...string) *eventsEnv {
+	t.Helper()
+	pool, ns := relayedDatabase(t)
+	e := newEnvFor(t, pool, func(log *slog.Logger) *server.Server {
+		return server.New(pool, identity.Local{}, log, server.WithDeclaredAdmins(admins))
+	})
+	return &eventsEnv{env: e, nats: ns}
+}
+
+// relayedDatabase is a pool on a database of the test's own, whose
+// outbox a relay publishes to a NATS server of the test's own.
+func relayedDatabase(t *testing.T) (*pgxpool.Pool, *natstest.Server) {
 	t.Helper()
 	url := testdb.URL(t)
 	pool, err := db.NewPool(t.Context(), url, db.PoolOptions{})
@@ -62,10 +79,7 @@ func newEventsEnv(t *testing.T, admins ...string) *eventsEnv {
 	var wg sync.WaitGroup
 	wg.Go(func() { relay.Run(ctx) })
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	e := newEnvFor(t, pool, func(log *slog.Logger) *server.Server {
-		return server.New(pool, identity.Local{}, log, server.WithDeclaredAdmins(admins))
-	})
-	return &eventsEnv{env: e, nats: ns}
+	return pool, ns
 }
 
 // event is what a test compares of a published event.
@@ -438,5 +452,55 @@ func TestPromotionPublishesItsEvent(t *testing.T) {
 	if ev.Subject != "agyn.users.user.updated" || ev.Actor != "service:users" || ev.IdentityID != boss.String() ||
 		fmt.Sprint(ev.ChangedFields) != "[cluster_role]" || ev.User.GetClusterRole() != eventsv1.ClusterRole_CLUSTER_ROLE_ADMIN {
 		t.Errorf("event %+v, want boss's user.updated by the service, cluster_role set to admin", ev)
+	}
+}
+
+// Under mutual TLS, a call that names no caller has the calling service
+// as its actor, by its certificate: its first URI SAN, else its first DNS
+// SAN.
+func TestActorIsTheCallingServiceByItsCertificate(t *testing.T) {
+	t.Parallel()
+	pool, ns := relayedDatabase(t)
+	e := &eventsEnv{nats: ns}
+	const spiffe = "spiffe://cluster.local/ns/platform/sa/gateway"
+	ca := certs.NewCA(t, "ca")
+	log := slog.New(slog.DiscardHandler)
+	creds := credentials.NewTLS(&tls.Config{
+		Certificates: []tls.Certificate{ca.Server(t, "users").TLS(t)},
+		ClientCAs:    ca.Pool(),
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion:   tls.VersionTLS12,
+	})
+	gs, _ := server.NewGRPCServer(server.New(pool, identity.Local{}, log), log, server.WithCredentials(creds))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gs.Serve(lis) //nolint:errcheck // returns when stopped
+	t.Cleanup(gs.Stop)
+	client := func(cert *certs.Cert) usersv1.UsersServiceClient {
+		cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(certs.ClientConfig(t, ca.Pool(), cert))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return usersv1.NewUsersServiceClient(cc)
+	}
+	since := time.Now()
+	for subject, c := range map[string]usersv1.UsersServiceClient{
+		"by-uri": client(ca.ClientWithSANs(t, "gateway", []string{"gateway.example"}, []string{spiffe})),
+		"by-dns": client(ca.ClientWithSANs(t, "other", []string{"other.example", "second.example"}, nil)),
+	} {
+		if _, err := c.ResolveOrCreateUser(t.Context(), &usersv1.ResolveOrCreateUserRequest{OidcSubject: subject}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	actors := make(map[string]string)
+	for _, ev := range e.read(t, 2, since) {
+		actors[ev.User.GetOidcSubject()] = ev.Actor
+	}
+	want := map[string]string{"by-uri": "service:" + spiffe, "by-dns": "service:other.example"}
+	if diff := cmp.Diff(want, actors); diff != "" {
+		t.Errorf("actors by subject (-want +got):\n%s", diff)
 	}
 }
