@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -72,11 +73,20 @@ func (r *referenceServer) ResolveOrCreateUser(ctx context.Context, req *usersv1.
 		return nil, toReferenceStatus(err)
 	}
 	// The table's trigger gives the new user a username derived from
-	// the claims.
-	u, _, err = scanReferenceUser(r.pool.QueryRow(ctx,
-		`INSERT INTO users (identity_id, oidc_subject, name, email, photo_url, email_verified) VALUES ($1, $2, $3, $4, $5, $6)
-		 ON CONFLICT (oidc_subject) DO NOTHING RETURNING `+userColumns,
-		id.String(), req.GetOidcSubject(), req.GetName(), req.GetEmail(), req.GetPhotoUrl(), req.GetEmailVerified()))
+	// the claims. The user and its event, in one transaction.
+	err = pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+		u, _, err = scanReferenceUser(tx.QueryRow(ctx,
+			`INSERT INTO users (identity_id, oidc_subject, name, email, photo_url, email_verified) VALUES ($1, $2, $3, $4, $5, $6)
+			 ON CONFLICT (oidc_subject) DO NOTHING RETURNING `+userColumns,
+			id.String(), req.GetOidcSubject(), req.GetName(), req.GetEmail(), req.GetPhotoUrl(), req.GetEmailVerified()))
+		if err != nil {
+			return err
+		}
+		return writeReferenceEvent(ctx, tx, "user.created", u)
+	})
+	if _, ok := status.FromError(err); !ok { // the transaction's own error
+		err = toReferenceStatus(err)
+	}
 	if status.Code(err) == codes.NotFound {
 		// Another login of the same subject inserted it first.
 		u, _, err = r.userBy(ctx, "oidc_subject", req.GetOidcSubject())
@@ -136,15 +146,43 @@ func (r *referenceServer) UpdateUser(ctx context.Context, req *usersv1.UpdateUse
 	if err := uuid.Validate(req.GetIdentityId()); err != nil {
 		return nil, status.Error(codes.InvalidArgument, "identity_id is not a UUID")
 	}
-	u, _, err := scanReferenceUser(r.pool.QueryRow(ctx,
-		`UPDATE users SET name = COALESCE($2, name), email = COALESCE($3, email), photo_url = COALESCE($4, photo_url),
-		 nickname = COALESCE($5, nickname), username = COALESCE($6, username), updated_at = now()
-		 WHERE identity_id = $1 RETURNING `+userColumns,
-		req.GetIdentityId(), req.Name, req.Email, req.PhotoUrl, req.Nickname, req.Username))
+	// The update and its event, in one transaction.
+	var u *usersv1.User
+	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+		var err error
+		u, _, err = scanReferenceUser(tx.QueryRow(ctx,
+			`UPDATE users SET name = COALESCE($2, name), email = COALESCE($3, email), photo_url = COALESCE($4, photo_url),
+			 nickname = COALESCE($5, nickname), username = COALESCE($6, username), updated_at = now()
+			 WHERE identity_id = $1 RETURNING `+userColumns,
+			req.GetIdentityId(), req.Name, req.Email, req.PhotoUrl, req.Nickname, req.Username))
+		if err != nil {
+			return err
+		}
+		return writeReferenceEvent(ctx, tx, "user.updated", u)
+	})
+	if _, ok := status.FromError(err); !ok { // the transaction's own error
+		err = toReferenceStatus(err)
+	}
 	if err != nil {
 		return nil, err
 	}
 	return &usersv1.UpdateUserResponse{User: u}, nil
+}
+
+// writeReferenceEvent writes the event of a change to the outbox, in the
+// change's transaction: the obvious transactional outbox, a statement of
+// its own after the change's, the user marshalled in Go. The reference
+// relays nothing; its events only cost what writing them costs.
+func writeReferenceEvent(ctx context.Context, tx pgx.Tx, kind string, u *usersv1.User) error {
+	data, err := json.Marshal(u)
+	if err != nil {
+		return status.Error(codes.Internal, err.Error())
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO outbox (kind, identity_id, actor_service, data) VALUES ($1, $2, 'reference', $3)`,
+		kind, u.GetMeta().GetId(), data); err != nil {
+		return toReferenceStatus(err)
+	}
+	return nil
 }
 
 // ResolveAPIToken records the use as it reads the token: one UPDATE per

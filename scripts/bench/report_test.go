@@ -162,14 +162,14 @@ func TestReportComparesEventsOnWithEventsOff(t *testing.T) {
 				EventsOn: withBacklogs(runsOf(900, 1900, 1000), drained(0, 120, 800), drained(3, 0, 950), drained(0, 60, 400))},
 			[]string{
 				"\nservice RPS, UpdateUser, events on/events off: 0.95 (0.90–1.00); by round 0.90, 0.95, 1.00; events on: 1000 RPS,",
-				"\nUpdateUser, events on, users_events_pending every 1s (first, last, max): round 1 0, 120, 800; round 2 3, 0, 950; round 3 0, 60, 400; flat (last at most max(first, 1000)); the outbox empty within 300ms of each run's end; 3000 events published\n",
+				"\nUpdateUser, events on, users_events_pending every 1s (first, last, max): round 1 0, 120, 800; round 2 3, 0, 950; round 3 0, 60, 400; flat (last at most max(first, 2000)); the outbox empty within 300ms of each run's end; 3000 events published\n",
 			}},
 		{"a median below the target, a backlog that grew and one that did not drain say so",
 			workloadResult{Name: "ResolveOrCreateUser new", Service: runsOf(1000, 1000),
 				EventsOn: withBacklogs(runsOf(800, 900), drained(0, 200, 300), backlog{First: 0, Last: 9000, Max: 9000, Samples: 20, Published: 500, PublishFailures: 7, Missed: 2})},
 			[]string{
 				"\nservice RPS, ResolveOrCreateUser new, events on/events off: 0.85 (0.80–0.90); by round 0.80, 0.90; events on:",
-				"round 1 0, 200, 300; round 2 0, 9000, 9000; grew in round 2 (last above max(first, 1000)); the outbox not empty 15s after round 2; 1500 events published, 7 publishes failed; 2 scrapes of /metrics failed\n",
+				"round 1 0, 200, 300; round 2 0, 9000, 9000; grew in round 2 (last above max(first, 2000)); the outbox not empty 15s after round 2; 1500 events published, 7 publishes failed; 2 scrapes of /metrics failed\n",
 			}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
