@@ -177,16 +177,19 @@ func (r *Relay) relay(ctx context.Context, conn *pgx.Conn) error {
 	q := db.New(conn)
 	streamReady := false
 	backoff := minBackoff
+	// While NATS is away, a failure every few seconds: logged when its
+	// reason changes, not each time.
+	failures := &changeLog{log: r.log, msg: "event relay: cannot publish; trying again with a backoff up to " + r.cfg.MaxBackoff.String()}
 	for {
 		if !streamReady {
 			if err := r.ensureStream(ctx); err != nil {
-				r.log.Warn("event relay: cannot reach the stream; trying again", "stream", r.cfg.Stream.Name, "error", err, "in", backoff.String())
+				failures.note(fmt.Errorf("stream %s: %w", r.cfg.Stream.Name, err))
 				if !sleep(ctx, backoff) {
 					return ctx.Err()
 				}
 				backoff = min(2*backoff, r.cfg.MaxBackoff)
 				// The session must stay usable while NATS is away.
-				if err := conn.Ping(ctx); err != nil {
+				if err := r.ping(ctx, conn); err != nil {
 					return err
 				}
 				continue
@@ -210,7 +213,7 @@ func (r *Relay) relay(ctx context.Context, conn *pgx.Conn) error {
 		}
 		if res.err != nil {
 			r.metrics.failed.Add(float64(res.failed))
-			r.log.Warn("event relay: publish failed; trying again", "events", res.failed, "error", res.err, "in", backoff.String())
+			failures.note(res.err)
 			streamReady = false // it may have been deleted
 			if !sleep(ctx, backoff) {
 				return ctx.Err()
@@ -219,6 +222,7 @@ func (r *Relay) relay(ctx context.Context, conn *pgx.Conn) error {
 			continue
 		}
 		backoff = minBackoff
+		failures.reset()
 		// Fewer than a batch: all there was; or nothing published (rows
 		// that are no event): wait for more.
 		if (len(events) < int(r.cfg.Batch) || len(res.acked) == 0) && !sleep(ctx, r.cfg.Poll) {
@@ -243,6 +247,12 @@ func (r *Relay) ensureStream(ctx context.Context) error {
 		err = nil
 	}
 	return err
+}
+
+func (r *Relay) ping(ctx context.Context, conn *pgx.Conn) error {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.DBTimeout)
+	defer cancel()
+	return conn.Ping(ctx)
 }
 
 func (r *Relay) pending(ctx context.Context, q *db.Queries) ([]db.Outbox, error) {
