@@ -99,8 +99,8 @@ func runMigrate(ctx context.Context, cfg config.Config, action string) error {
 // shuts down in order: health NOT_SERVING, calls still served for
 // cfg.DrainDelay, in-flight RPCs drain for up to cfg.ShutdownTimeout, the
 // admin listener closes, the API tokens' last uses are written, the event
-// relay stops, and the database pools close. Each resource is closed where it is created, by a
-// defer that also covers an early return.
+// relay stops, and the database pools close. Each resource is closed
+// where it is created, by a defer that also covers an early return.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	// Configuration is loaded and validated (config.Load); what remains
 	// are the runtime settings: the memory limit and tracing.
