@@ -42,6 +42,11 @@ type Config struct {
 	// DBMaxConns, when not zero, is the size of the service's connection
 	// pool, replacing any pool_max_conns in DatabaseURL.
 	DBMaxConns int32
+	// ServeRole, when set, is the PostgreSQL role serve connects as:
+	// "users migrate up" grants it exactly the privileges serve's queries
+	// need (sql/grants.sql), so that a release's new table is granted in
+	// the same step that creates it.
+	ServeRole string
 	// DBReadsInFlight, when not zero, is how many point reads of one kind
 	// run at once before further ones are coalesced into one statement.
 	DBReadsInFlight int
@@ -138,6 +143,7 @@ const (
 func Load(getenv func(string) string) (Config, error) {
 	cfg := Config{
 		DatabaseURL:     getenv("DATABASE_URL"),
+		ServeRole:       getenv("DB_SERVE_ROLE"),
 		GRPCAddress:     cmp.Or(getenv("GRPC_ADDRESS"), DefaultGRPCAddress),
 		ShutdownTimeout: DefaultShutdownTimeout,
 		AdminAddress:    cmp.Or(getenv("ADMIN_ADDRESS"), DefaultAdminAddress),
