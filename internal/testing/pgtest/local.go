@@ -24,8 +24,9 @@ func StartLocal(ctx context.Context, settings ...string) (*Server, error) {
 }
 
 // StartLocalTLS is StartLocal for a server that takes TCP connections over
-// TLS only, with a self-signed certificate: for testing clients' TLS paths.
-// Its URL says sslmode=require.
+// TLS only, with a certificate for localhost, 127.0.0.1 and ::1 from a CA
+// of its own (Server.CA): for testing clients' TLS paths. Its URL says
+// sslmode=require.
 func StartLocalTLS(ctx context.Context) (*Server, error) {
 	return startLocal(ctx, true, nil)
 }
@@ -63,8 +64,9 @@ func startLocal(ctx context.Context, withTLS bool, settings []string) (*Server, 
 		cleanupDir()
 		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
 	}
+	var caPEM []byte
 	if withTLS {
-		if err := requireTLS(data, cred); err != nil {
+		if caPEM, err = requireTLS(data, cred); err != nil {
 			cleanupDir()
 			return nil, err
 		}
@@ -76,6 +78,7 @@ func startLocal(ctx context.Context, withTLS bool, settings []string) (*Server, 
 	for range 3 {
 		srv, err := startPostgres(ctx, bindir, dir, data, cred, withTLS, settings)
 		if err == nil {
+			srv.CA = caPEM
 			return srv, nil
 		}
 		lastErr = err

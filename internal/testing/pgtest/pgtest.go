@@ -28,6 +28,9 @@ type Server struct {
 	// Where says where it lives: the local server's directory, or the
 	// container's ID.
 	Where string
+	// CA is the PEM certificate of the CA that issued the server's TLS
+	// certificate, for a server from StartLocalTLS; nil otherwise.
+	CA []byte
 
 	stop func() error
 }

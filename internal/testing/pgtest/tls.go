@@ -9,16 +9,17 @@ import (
 )
 
 // requireTLS configures the cluster in data to take TCP connections over
-// TLS only, with a fresh certificate for the loopback addresses. Clients
-// (sslmode=require) do not verify it, so its CA is thrown away.
-func requireTLS(data string, cred *syscall.Credential) error {
+// TLS only, with a fresh certificate for localhost and the loopback
+// addresses, and returns the PEM of the CA that issued it: what a client
+// that verifies the server (sslmode=verify-full) must be given.
+func requireTLS(data string, cred *syscall.Credential) (caPEM []byte, err error) {
 	ca, err := certs.MakeCA("pgtest CA")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cert, err := ca.MakeServer("pgtest")
 	if err != nil {
-		return err
+		return nil, err
 	}
 
 	files := []struct {
@@ -41,7 +42,7 @@ func requireTLS(data string, cred *syscall.Credential) error {
 		}
 		fh, err := os.OpenFile(path, flags, 0o600)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		_, err = fh.Write(f.content)
 		if cerr := fh.Close(); err == nil {
@@ -51,8 +52,8 @@ func requireTLS(data string, cred *syscall.Credential) error {
 			err = os.Chown(path, int(cred.Uid), int(cred.Gid))
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return ca.PEM, nil
 }
