@@ -1,14 +1,14 @@
 // Package config reads the service's configuration from the environment,
-// once, at start-up. Every error names the variable that caused it.
+// once, at start-up, through one table of the variables (Variables) that
+// "users -h" and the README document too. Every error names the variable
+// that caused it.
 package config
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -47,8 +47,9 @@ type Config struct {
 	// need (sql/grants.sql), so that a release's new table is granted in
 	// the same step that creates it.
 	ServeRole string
-	// DBReadsInFlight, when not zero, is how many point reads of one kind
-	// run at once before further ones are coalesced into one statement.
+	// DBReadsInFlight is how many point reads of one kind run at once
+	// before further ones are coalesced into one statement; zero leaves
+	// the server's own default.
 	DBReadsInFlight int
 	// TLS is the gRPC listener's TLS; the zero value is plaintext.
 	TLS TLS
@@ -123,44 +124,26 @@ func IsError(err error) bool {
 	return errors.As(err, &ce)
 }
 
-// Defaults for the optional variables.
-const (
-	DefaultGRPCAddress     = ":50051"
-	DefaultShutdownTimeout = 20 * time.Second
-	DefaultAdminAddress    = ":8080"
-	DefaultDBTimeout       = 5 * time.Second
-	// DefaultStream is the JetStream stream the relay creates if absent.
-	DefaultStream = "USERS"
-	// DefaultStreamMaxAge is how long that stream keeps an event: a
-	// consumer that was away for up to a week catches up.
-	DefaultStreamMaxAge = 7 * 24 * time.Hour
-	// DefaultOutboxRetention: see outbox.DefaultRetention for the reason.
-	DefaultOutboxRetention = 24 * time.Hour
-)
-
 // Load reads and validates the configuration through getenv (os.Getenv in
-// production, a map in tests).
+// production, a map in tests): the variables of Variables, and no other,
+// an unset one as its default.
 func Load(getenv func(string) string) (Config, error) {
+	env := environment(getenv)
 	cfg := Config{
-		DatabaseURL:     getenv("DATABASE_URL"),
-		ServeRole:       getenv("DB_SERVE_ROLE"),
-		GRPCAddress:     cmp.Or(getenv("GRPC_ADDRESS"), DefaultGRPCAddress),
-		ShutdownTimeout: DefaultShutdownTimeout,
-		AdminAddress:    cmp.Or(getenv("ADMIN_ADDRESS"), DefaultAdminAddress),
-		LogLevel:        slog.LevelInfo,
-		DBTimeout:       DefaultDBTimeout,
+		DatabaseURL:  env.get("DATABASE_URL"),
+		ServeRole:    env.get("DB_SERVE_ROLE"),
+		GRPCAddress:  env.get("GRPC_ADDRESS"),
+		AdminAddress: env.get("ADMIN_ADDRESS"),
 		TLS: TLS{
-			CertFile:     getenv("GRPC_TLS_CERT_FILE"),
-			KeyFile:      getenv("GRPC_TLS_KEY_FILE"),
-			ClientCAFile: getenv("GRPC_TLS_CLIENT_CA_FILE"),
+			CertFile:     env.get("GRPC_TLS_CERT_FILE"),
+			KeyFile:      env.get("GRPC_TLS_KEY_FILE"),
+			ClientCAFile: env.get("GRPC_TLS_CLIENT_CA_FILE"),
 		},
-		Tracing: getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "",
+		Tracing: env.get("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "",
 		Events: Events{
-			NATSURL:         strings.TrimSpace(getenv("NATS_URL")),
-			NATSCredsFile:   getenv("NATS_CREDS_FILE"),
-			Stream:          cmp.Or(getenv("NATS_STREAM"), DefaultStream),
-			StreamMaxAge:    DefaultStreamMaxAge,
-			OutboxRetention: DefaultOutboxRetention,
+			NATSURL:       strings.TrimSpace(env.get("NATS_URL")),
+			NATSCredsFile: env.get("NATS_CREDS_FILE"),
+			Stream:        env.get("NATS_STREAM"),
 		},
 	}
 
@@ -180,51 +163,32 @@ func Load(getenv func(string) string) (Config, error) {
 		}
 	}
 
-	if v := getenv("SHUTDOWN_TIMEOUT"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			return Config{}, Errorf("SHUTDOWN_TIMEOUT", "%q is not a non-negative duration (e.g. 20s)", v)
-		}
-		cfg.ShutdownTimeout = d
-	}
-	if v := getenv("DRAIN_DELAY"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			return Config{}, Errorf("DRAIN_DELAY", "%q is not a non-negative duration (e.g. 5s)", v)
-		}
-		cfg.DrainDelay = d
-	}
-	if v := getenv("DB_MAX_CONNS"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 32)
-		if err != nil || n < 1 {
-			return Config{}, Errorf("DB_MAX_CONNS", "%q is not a positive whole number (e.g. 16)", v)
-		}
-		cfg.DBMaxConns = int32(n)
-	}
-	if v := getenv("DB_READS_IN_FLIGHT"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 32)
-		if err != nil || n < 1 {
-			return Config{}, Errorf("DB_READS_IN_FLIGHT", "%q is not a positive whole number (e.g. 2)", v)
-		}
-		cfg.DBReadsInFlight = int(n)
-	}
-	if v := getenv("DB_TIMEOUT"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			return Config{}, Errorf("DB_TIMEOUT", "%q is not a positive duration (e.g. 5s)", v)
-		}
-		cfg.DBTimeout = d
-	}
-	if err := loadEvents(&cfg.Events, getenv); err != nil {
+	var err error
+	if cfg.ShutdownTimeout, err = env.nonNegativeDuration("SHUTDOWN_TIMEOUT", "20s"); err != nil {
 		return Config{}, err
 	}
-	if v := getenv("LOG_LEVEL"); v != "" {
-		if err := cfg.LogLevel.UnmarshalText([]byte(v)); err != nil {
-			return Config{}, Errorf("LOG_LEVEL", "%q is not one of debug, info, warn, error", v)
-		}
+	if cfg.DrainDelay, err = env.nonNegativeDuration("DRAIN_DELAY", "5s"); err != nil {
+		return Config{}, err
+	}
+	maxConns, err := env.count("DB_MAX_CONNS", "16")
+	if err != nil {
+		return Config{}, err
+	}
+	cfg.DBMaxConns = int32(maxConns)
+	if cfg.DBReadsInFlight, err = env.count("DB_READS_IN_FLIGHT", "2"); err != nil {
+		return Config{}, err
+	}
+	if cfg.DBTimeout, err = env.positiveDuration("DB_TIMEOUT", "5s"); err != nil {
+		return Config{}, err
+	}
+	if err := loadEvents(&cfg.Events, env); err != nil {
+		return Config{}, err
+	}
+	if v := env.get("LOG_LEVEL"); cfg.LogLevel.UnmarshalText([]byte(v)) != nil {
+		return Config{}, Errorf("LOG_LEVEL", "%q is not one of debug, info, warn, error", v)
 	}
 
-	subjects, err := list("CLUSTER_ADMIN_SUBJECTS", getenv("CLUSTER_ADMIN_SUBJECTS"))
+	subjects, err := list("CLUSTER_ADMIN_SUBJECTS", env.get("CLUSTER_ADMIN_SUBJECTS"))
 	if err != nil {
 		return Config{}, err
 	}
@@ -234,7 +198,7 @@ func Load(getenv func(string) string) (Config, error) {
 		}
 	}
 	cfg.ClusterAdminSubjects = subjects
-	if cfg.IdentityAssertingClients, err = list("IDENTITY_ASSERTING_CLIENTS", getenv("IDENTITY_ASSERTING_CLIENTS")); err != nil {
+	if cfg.IdentityAssertingClients, err = list("IDENTITY_ASSERTING_CLIENTS", env.get("IDENTITY_ASSERTING_CLIENTS")); err != nil {
 		return Config{}, err
 	}
 	if len(cfg.IdentityAssertingClients) > 0 && cfg.TLS.ClientCAFile == "" {
@@ -251,25 +215,18 @@ func Load(getenv func(string) string) (Config, error) {
 }
 
 // loadEvents checks and reads the events' optional variables.
-func loadEvents(e *Events, getenv func(string) string) error {
+func loadEvents(e *Events, env environment) error {
 	// JetStream's rule for a stream name: no spaces, dots, wildcards or
 	// path separators.
 	if strings.ContainsAny(e.Stream, " \t\r\n.*>/\\") {
 		return Errorf("NATS_STREAM", "%q is not a JetStream stream name: it may not hold spaces, '.', '*', '>', '/' or '\\'", e.Stream)
 	}
-	if v := getenv("NATS_STREAM_MAX_AGE"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			return Errorf("NATS_STREAM_MAX_AGE", "%q is not a positive duration (e.g. 168h)", v)
-		}
-		e.StreamMaxAge = d
+	var err error
+	if e.StreamMaxAge, err = env.positiveDuration("NATS_STREAM_MAX_AGE", "168h"); err != nil {
+		return err
 	}
-	if v := getenv("OUTBOX_RETENTION"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			return Errorf("OUTBOX_RETENTION", "%q is not a positive duration (e.g. 24h)", v)
-		}
-		e.OutboxRetention = d
+	if e.OutboxRetention, err = env.positiveDuration("OUTBOX_RETENTION", "24h"); err != nil {
+		return err
 	}
 	if e.NATSCredsFile != "" && e.NATSURL == "" {
 		return Errorf("NATS_CREDS_FILE", "needs NATS_URL: with no NATS server, events are not relayed")

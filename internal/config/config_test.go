@@ -25,6 +25,7 @@ func defaults(url string, edit func(*config.Config)) config.Config {
 		AdminAddress:    ":8080",
 		LogLevel:        slog.LevelInfo,
 		DBTimeout:       5 * time.Second,
+		DBReadsInFlight: 2,
 		Events: config.Events{
 			Stream:          "USERS",
 			StreamMaxAge:    7 * 24 * time.Hour,
@@ -61,11 +62,13 @@ func TestLoad(t *testing.T) {
 				"DRAIN_DELAY":        "3s",
 				"DB_MAX_CONNS":       "12",
 				"DB_READS_IN_FLIGHT": "3",
+				"DB_SERVE_ROLE":      "users_serve",
 			},
 			want: defaults(databaseURL, func(c *config.Config) {
 				c.GRPCAddress, c.ShutdownTimeout, c.AdminAddress = "127.0.0.1:9000", 90*time.Second, "127.0.0.1:9090"
 				c.LogLevel, c.DBTimeout = slog.LevelDebug, 750*time.Millisecond
 				c.DrainDelay, c.DBMaxConns, c.DBReadsInFlight = 3*time.Second, 12, 3
+				c.ServeRole = "users_serve"
 			}),
 		},
 		{
