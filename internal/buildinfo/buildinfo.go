@@ -1,10 +1,12 @@
 // Package buildinfo says which build of the service is running. The
-// release build stamps Version with
+// release build stamps Version and Commit with
 //
-//	-ldflags "-X github.com/agynio/users/internal/buildinfo.Version=v1.2.3"
+//	-ldflags "-X github.com/agynio/users/internal/buildinfo.Version=v1.2.3
+//	  -X github.com/agynio/users/internal/buildinfo.Commit=0123abcd..."
 //
-// (the Dockerfile does); a plain go build leaves it "dev" and the revision
-// comes from the VCS stamp Go records on its own.
+// (the Dockerfile does, from its VERSION and COMMIT build arguments); a
+// plain go build leaves Version "dev" and the revision comes from the VCS
+// stamp Go records on its own.
 package buildinfo
 
 import "runtime/debug"
@@ -12,8 +14,18 @@ import "runtime/debug"
 // Version is the release this binary was built from.
 var Version = "dev"
 
-// Revision is the VCS commit the binary was built from, or "unknown".
+// Commit, when stamped, is the commit this binary was built from. The
+// image needs it: its build context leaves .git out, so the Go toolchain
+// records no VCS revision there.
+var Commit string
+
+// Revision is the commit the binary was built from: Commit, else the VCS
+// revision Go recorded ("-dirty" when the tree had changes), else
+// "unknown".
 func Revision() string {
+	if Commit != "" {
+		return Commit
+	}
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "unknown"
