@@ -188,7 +188,8 @@ func TestConfigurationErrors(t *testing.T) {
 }
 
 // TestCommandLine checks the command words: a bad command line exits 2 with
-// the usage on stderr, help prints the usage and exits 0.
+// the short usage on stderr, help prints the long one and exits 0 (the
+// tests of help itself are in usage_test.go).
 func TestCommandLine(t *testing.T) {
 	t.Parallel()
 	// Valid, so that only the command line is at fault; never connected to.
@@ -205,7 +206,8 @@ func TestCommandLine(t *testing.T) {
 		{name: "serve with an argument", args: []string{"serve", "now"}, wantCode: 2, wantStderr: []string{"now", usageLine}},
 		{name: "migrate without an action", args: []string{"migrate"}, wantCode: 2, wantStderr: []string{"migrate", usageLine}},
 		{name: "migrate with an unknown action", args: []string{"migrate", "sideways"}, wantCode: 2, wantStderr: []string{"sideways", usageLine}},
-		{name: "help", args: []string{"help"}, wantCode: 0, wantStdout: usageLine},
+		{name: "version with an argument", args: []string{"version", "now"}, wantCode: 2, wantStderr: []string{"now", usageLine}},
+		{name: "help", args: []string{"help"}, wantCode: 0, wantStdout: "\nCommands"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -2,8 +2,11 @@
 //
 //	users [serve]                  serve gRPC (the default)
 //	users migrate up|down|status   apply, roll back one, or list migrations
+//	users version                  print the version and the commit
+//	users help                     print the commands and the environment
 //
-// Configuration comes from the environment; see internal/config.
+// Configuration comes from the environment: internal/config's table of
+// the variables, which "users -h" prints.
 package main
 
 import (

@@ -35,20 +35,6 @@ var healthInterval = 2 * time.Second
 // UNAVAILABLE, for the client to retry elsewhere, than queued.
 const acquireTimeout = time.Second
 
-// usage lists the command lines; "migrate down --force" rolls back even
-// when that deletes data, which plain "migrate down" refuses.
-const usage = "usage: users [serve] | users migrate up|down|status | users migrate down --force"
-
-// usageError is a bad command line; like a configuration error it exits 2.
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg + "\n" + usage }
-
-func isUsageError(err error) bool {
-	var ue usageError
-	return errors.As(err, &ue)
-}
-
 func run(ctx context.Context, args []string, getenv func(string) string) error {
 	cmd := "serve"
 	if len(args) > 0 {
@@ -58,9 +44,10 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	case cmd == "serve" && len(args) == 0:
 	case cmd == "migrate" && len(args) == 1 && (args[0] == "up" || args[0] == "down" || args[0] == "status"),
 		cmd == "migrate" && len(args) == 2 && args[0] == "down" && args[1] == "--force":
-	case cmd == "help" || cmd == "-h" || cmd == "--help":
-		fmt.Println(usage)
-		return nil
+	case cmd == "help" || cmd == "-h" || cmd == "-help" || cmd == "--help":
+		return writeHelp(os.Stdout)
+	case cmd == "version" && len(args) == 0:
+		return writeVersion(os.Stdout)
 	default:
 		return usageError{fmt.Sprintf("unknown command %q", strings.Join(append([]string{cmd}, args...), " "))}
 	}
