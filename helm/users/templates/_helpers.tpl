@@ -106,6 +106,44 @@ one (env is appended after it), else the existing Secret.
 {{- end }}
 
 {{/*
+database.tls.caSecret, for the service and the migration Job alike: the
+CA mounted read-only, PGSSLROOTCERT naming it, and PGSSLMODE verify-full,
+without which pgx's default (prefer) would ignore the CA and verify
+nothing. A URL's own sslmode and sslrootcert win over both.
+*/}}
+{{- define "users.databaseCAEnv" -}}
+{{- if .Values.database.tls.caSecret.name }}
+- name: PGSSLMODE
+  value: verify-full
+- name: PGSSLROOTCERT
+  value: /etc/users/database-ca/ca.crt
+{{- end }}
+{{- end }}
+
+{{- define "users.databaseCAMount" -}}
+{{- if .Values.database.tls.caSecret.name }}
+- name: database-ca
+  mountPath: /etc/users/database-ca
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "users.databaseCAVolume" -}}
+{{- with .Values.database.tls.caSecret }}
+{{- if .name }}
+- name: database-ca
+  secret:
+    secretName: {{ .name }}
+    items:
+      - key: {{ .key }}
+        path: ca.crt
+    # Readable by the pod's fsGroup, not by every user.
+    defaultMode: 0440
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
 The events' entries. NATS_URL comes from events.nats.url or
 events.nats.existingSecret, or from an env entry (appended after these);
 with none of them the relay is off and NATS_STREAM and NATS_STREAM_MAX_AGE,
@@ -172,6 +210,13 @@ express. Every template that needs them includes it; it renders nothing.
 {{- end }}
 {{- if not (or .Values.database.url (include "users.envHas" (list . "DATABASE_URL")) .Values.database.existingSecret.name) }}
 {{- fail "DATABASE_URL is not set: give database.existingSecret.name (a Secret with the PostgreSQL URL) or, for development, database.url" }}
+{{- end }}
+{{- if .Values.database.tls.caSecret.name }}
+{{- range $name := list "PGSSLMODE" "PGSSLROOTCERT" }}
+{{- if has $name $fromEnv }}
+{{- fail (printf "env sets %s, which the chart sets from database.tls.caSecret; keep one" $name) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if and .Values.events.nats.url .Values.events.nats.existingSecret.name }}
 {{- fail "NATS_URL is set twice: by events.nats.url and by events.nats.existingSecret.name; keep one" }}
