@@ -5,8 +5,8 @@
 // Keys are ECDSA P-256, quick enough to make afresh in every test.
 //
 // NewCA, Server, Client and ClientWithSANs fail the test on an error.
-// MakeCA and MakeServer return it instead, for pgtest, which also starts
-// servers outside any test.
+// MakeCA, MakeServer and MakeClient return it instead, for pgtest, which
+// also starts servers outside any test, and scripts/devcerts.
 package certs
 
 import (
@@ -102,13 +102,20 @@ func (ca *CA) MakeServer(name string) (*Cert, error) {
 // Client issues a client certificate named name.
 func (ca *CA) Client(t testing.TB, name string) *Cert {
 	t.Helper()
-	tmpl, err := template(name)
-	check(t, err)
-	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	c, err := ca.issue(tmpl)
+	c, err := ca.MakeClient(name)
 	check(t, err)
 	return c
+}
+
+// MakeClient is Client outside a test.
+func (ca *CA) MakeClient(name string) (*Cert, error) {
+	tmpl, err := template(name)
+	if err != nil {
+		return nil, err
+	}
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	return ca.issue(tmpl)
 }
 
 // ClientWithSANs issues a client certificate named name whose subject
