@@ -2,7 +2,12 @@
 # runs "users serve" (the default) and "users migrate up".
 #
 #   docker buildx build --platform linux/amd64,linux/arm64 \
-#     --build-arg VERSION=v1.2.3 -t ghcr.io/agynio/users:1.2.3 --push .
+#     --build-arg VERSION=v1.2.3 --build-arg COMMIT=$(git rev-parse HEAD) \
+#     -t ghcr.io/agynio/users:1.2.3 --push .
+#
+# COMMIT is stamped into the binary ("users version", the metrics'
+# users_build_info) because Go cannot read it here: .git is not in the
+# build context.
 #
 # Base images are pinned by tag; tools/deploy/dockerfile checks that, and the
 # rest of this file's shape, in CI (there is no Docker engine there).
@@ -22,11 +27,13 @@ COPY internal/ internal/
 COPY sql/ sql/
 ARG TARGETOS TARGETARCH
 ARG VERSION=dev
+ARG COMMIT
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
     go build -trimpath \
-      -ldflags "-s -w -X github.com/agynio/users/internal/buildinfo.Version=$VERSION" \
+      -ldflags "-s -w -X github.com/agynio/users/internal/buildinfo.Version=$VERSION \
+        -X github.com/agynio/users/internal/buildinfo.Commit=$COMMIT" \
       -o /out/users ./cmd/users
 
 # The end-to-end tests of a deployed service (e2e/), compiled into a binary
@@ -48,10 +55,12 @@ CMD ["-test.v"]
 
 FROM gcr.io/distroless/static-debian12:nonroot
 ARG VERSION=dev
+ARG COMMIT
 LABEL org.opencontainers.image.source="https://github.com/agynio/users" \
       org.opencontainers.image.title="users" \
       org.opencontainers.image.description="The platform's users service (agynio.api.users.v1 over gRPC)" \
-      org.opencontainers.image.version="$VERSION"
+      org.opencontainers.image.version="$VERSION" \
+      org.opencontainers.image.revision="$COMMIT"
 COPY --from=build /out/users /users
 # distroless's nonroot user, by number, so that Kubernetes' runAsNonRoot can
 # verify it without reading /etc/passwd.

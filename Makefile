@@ -137,10 +137,16 @@ e2e: build ## Run e2e/ against USERS_ADDRESS, or against this tree served locall
 	bash scripts/e2e.sh
 
 # VERSION is the release tag, v1.2.3: the image and the chart drop the v.
+# The image is stamped with HEAD's commit (Go cannot read .git in the build),
+# so the tree must be committed: an image of uncommitted changes would name
+# a commit that does not hold them, and a pushed release should not be one.
 .PHONY: image
 image: ## Build and push the multi-arch image (make image VERSION=v1.2.3 [IMAGE=...]); needs Docker buildx.
 	@test -n "$(VERSION)" || { echo "VERSION is required, e.g. make image VERSION=v1.2.3"; exit 2; }
+	@test -z "$$(git status --porcelain)" || \
+	  { git status --short; echo "image: the tree has uncommitted changes (above): commit or stash them first"; exit 1; }
 	docker buildx build --platform linux/amd64,linux/arm64 --build-arg VERSION=$(VERSION) \
+	  --build-arg COMMIT=$$(git rev-parse HEAD) \
 	  -t $(or $(IMAGE),ghcr.io/agynio/users):$(patsubst v%,%,$(VERSION)) --push .
 
 .PHONY: chart-package
