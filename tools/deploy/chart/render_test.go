@@ -66,8 +66,8 @@ func TestRenderedKinds(t *testing.T) {
 			"Service/users", "Service/users-admin", "ServiceAccount/users",
 		},
 		"everything enabled": {
-			"Deployment/users", "HorizontalPodAutoscaler/users", "Job/users-migrate", "NetworkPolicy/users",
-			"PodDisruptionBudget/users", "Service/users", "Service/users-admin", "ServiceAccount/users-server", "ServiceMonitor/users",
+			"ConfigMap/users-dashboard", "Deployment/users", "HorizontalPodAutoscaler/users", "Job/users-migrate", "NetworkPolicy/users",
+			"PodDisruptionBudget/users", "PrometheusRule/users", "Service/users", "Service/users-admin", "ServiceAccount/users-server", "ServiceMonitor/users",
 		},
 	}
 	for _, vs := range valueSets {
