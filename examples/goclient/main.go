@@ -38,10 +38,14 @@ import (
 // serviceConfig is the client's behaviour towards the service:
 //
 //   - round_robin over every address the target resolves to (every
-//     replica for the dns:/// name of a headless Kubernetes Service, the
-//     one virtual IP of a plain one), sending only to replicas whose
-//     health says UsersService is SERVING: not one that is draining, nor
-//     one whose database is out of reach;
+//     replica for the dns:/// name of a headless Kubernetes Service),
+//     sending only to replicas whose health says UsersService is SERVING:
+//     not one that is draining, nor one whose database is out of reach.
+//     Through the one virtual IP of a plain Service, drop
+//     healthCheckConfig: the connection is pinned to one replica, which
+//     goes on serving while it drains, until it closes the connection and
+//     the client reconnects to another; health checking would hold the
+//     calls back meanwhile;
 //   - waitForReady: while no replica is ready (all of them restarting at
 //     once, or the first connection still being made), a call waits for
 //     one, up to its deadline, rather than failing at once;
