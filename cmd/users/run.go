@@ -147,6 +147,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	// Health: one check before serving, so that the first probe already
 	// has an answer, then one every healthInterval until shutdown.
 	watch := server.NewDatabaseWatch(db.NewReadiness(healthPool), healthSrv, healthInterval, log)
+	metrics.ObserveReadiness(healthSrv.Ready)
 	watch.Check(ctx)
 	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWatch()

@@ -73,3 +73,18 @@ func NewMetrics(pool *pgxpool.Pool) *Metrics {
 	)
 	return &Metrics{Registry: reg, GRPC: grpcMetrics, RejectedCalls: rejected, DroppedClaims: droppedClaims}
 }
+
+// ObserveReadiness registers users_ready, read from ready at each scrape:
+// what /readyz answers, as a series that alerts and dashboards can follow
+// per pod. Read rather than set, so that it cannot drift from the answer.
+func (m *Metrics) ObserveReadiness(ready func() bool) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "users_ready",
+		Help: "1 while this replica is ready (/readyz answers 200: the database answered the last check and shutdown has not begun), else 0.",
+	}, func() float64 {
+		if ready() {
+			return 1
+		}
+		return 0
+	}))
+}
