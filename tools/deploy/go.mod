@@ -14,6 +14,9 @@ tool (
 
 require (
 	github.com/cert-manager/cert-manager v1.21.2
+	github.com/cloudnative-pg/api v1.30.0
+	github.com/cloudnative-pg/barman-cloud v0.5.1
+	github.com/cloudnative-pg/machinery v0.5.0
 	github.com/distribution/reference v0.6.0
 	github.com/google/go-cmp v0.7.0
 	github.com/hashicorp/hcl/v2 v2.25.0
