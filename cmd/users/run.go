@@ -67,7 +67,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 func runMigrate(ctx context.Context, cfg config.Config, action string) error {
 	switch action {
 	case "up":
-		return migrate.Up(ctx, cfg.DatabaseURL, os.Stdout)
+		return migrate.UpAndGrant(ctx, cfg.DatabaseURL, cfg.ServeRole, os.Stdout)
 	case "down":
 		err := migrate.Down(ctx, cfg.DatabaseURL, os.Stdout)
 		if errors.Is(err, migrate.ErrDataLoss) {

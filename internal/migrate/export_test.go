@@ -8,6 +8,7 @@ import (
 	"testing/fstest"
 
 	"github.com/amacneil/dbmate/v2/pkg/dbmate"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/agynio/users/sql/migrations"
 )
@@ -33,7 +34,7 @@ func UpTo(ctx context.Context, databaseURL string, log io.Writer, version string
 	if err != nil {
 		return err
 	}
-	return withLock(ctx, databaseURL, log, nil, func(m *dbmate.DB) error {
+	return withLock(ctx, databaseURL, log, nil, func(m *dbmate.DB, _ *pgx.Conn) error {
 		m.FS = upTo
 		return m.Migrate()
 	})

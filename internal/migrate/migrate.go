@@ -36,7 +36,30 @@ const lockKey int64 = 0x3b1f5f2c6a4e7d01
 
 // Up applies every pending migration.
 func Up(ctx context.Context, databaseURL string, log io.Writer) error {
-	return withLock(ctx, databaseURL, log, nil, (*dbmate.DB).Migrate)
+	return UpAndGrant(ctx, databaseURL, "", log)
+}
+
+// UpAndGrant applies every pending migration and then, unless serveRole
+// is empty, grants serveRole (DB_SERVE_ROLE) exactly the privileges of
+// sql/grants.sql, so that a table a release adds is granted in the same
+// run that creates it. Each run grants again, so that the role holds
+// what the running release's file says, whatever was granted before.
+// The role is checked before anything is migrated.
+func UpAndGrant(ctx context.Context, databaseURL, serveRole string, log io.Writer) error {
+	return withLock(ctx, databaseURL, log, nil, func(m *dbmate.DB, conn *pgx.Conn) error {
+		if serveRole != "" {
+			if err := checkServeRole(ctx, conn, serveRole); err != nil {
+				return err
+			}
+		}
+		if err := m.Migrate(); err != nil {
+			return err
+		}
+		if serveRole == "" {
+			return nil
+		}
+		return grant(ctx, conn, serveRole)
+	})
 }
 
 // ErrDataLoss is why Down refused to roll back: the down migration would
@@ -65,7 +88,7 @@ func ForceDown(ctx context.Context, databaseURL string, log io.Writer) error {
 
 func down(ctx context.Context, databaseURL string, log io.Writer, session map[string]string) error {
 	var out bytes.Buffer
-	err := withLock(ctx, databaseURL, &out, session, (*dbmate.DB).Rollback)
+	err := withLock(ctx, databaseURL, &out, session, func(m *dbmate.DB, _ *pgx.Conn) error { return m.Rollback() })
 	// dbmate reports "Rolled back: <file>" even when the rollback failed.
 	for line := range strings.Lines(out.String()) {
 		if err == nil || !strings.HasPrefix(line, "Rolled back: ") {
@@ -83,7 +106,7 @@ func down(ctx context.Context, databaseURL string, log io.Writer, session map[st
 
 // Status writes which migrations are applied and returns how many are pending.
 func Status(ctx context.Context, databaseURL string, log io.Writer) (pending int, err error) {
-	err = withLock(ctx, databaseURL, log, nil, func(db *dbmate.DB) error {
+	err = withLock(ctx, databaseURL, log, nil, func(db *dbmate.DB, _ *pgx.Conn) error {
 		pending, err = db.Status(false)
 		return err
 	})
@@ -94,8 +117,9 @@ func Status(ctx context.Context, databaseURL string, log io.Writer) (pending int
 // connection. The lock is session-scoped, so it is released when that
 // connection closes even if this process dies half-way. session holds
 // settings for the session that runs the migrations, beyond those of
-// databaseURL.
-func withLock(ctx context.Context, databaseURL string, log io.Writer, session map[string]string, fn func(*dbmate.DB) error) error {
+// databaseURL. fn also gets the connection that holds the lock, for
+// statements of migrate's own.
+func withLock(ctx context.Context, databaseURL string, log io.Writer, session map[string]string, fn func(*dbmate.DB, *pgx.Conn) error) error {
 	// pgxpool's parser accepts exactly what the service accepts (URL or
 	// key=value, pool_* settings included) and sets the pool_* ones aside.
 	poolCfg, err := pgxpool.ParseConfig(databaseURL)
@@ -128,7 +152,7 @@ func withLock(ctx context.Context, databaseURL string, log io.Writer, session ma
 	m.MigrationsDir = []string{"."}
 	m.AutoDumpSchema = false // needs pg_dump, and the schema lives in sql/migrations already
 	m.Log = log
-	return fn(m)
+	return fn(m, conn)
 }
 
 // lockPoll is how often a process waiting for another's migration asks
