@@ -52,7 +52,7 @@ func TestTextIsSentAsUTF8(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin, err := pgx.Connect(t.Context(), dbURL)
+	admin, err := pgx.Connect(t.Context(), testdb.AsOwner(t, dbURL)) // the database's owner may set its defaults
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,11 @@
 package db_test
 
 import (
+	"context"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/agynio/users/internal/db"
 	"github.com/agynio/users/internal/testing/testdb"
@@ -28,13 +32,25 @@ func TestReadiness(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			pool := testdb.New(t)
+			dbURL := testdb.URL(t)
 			if tt.change != "" {
-				if _, err := pool.Exec(t.Context(), tt.change); err != nil {
+				// As the tables' owner: the service's role may not change them.
+				owner, err := pgx.Connect(t.Context(), testdb.AsOwner(t, dbURL))
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, err = owner.Exec(t.Context(), tt.change)
+				owner.Close(context.WithoutCancel(t.Context()))
+				if err != nil {
 					t.Fatal(err)
 				}
 			}
-			err := db.NewReadiness(pool).Ping(t.Context())
+			pool, err := pgxpool.New(t.Context(), dbURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pool.Close()
+			err = db.NewReadiness(pool).Ping(t.Context())
 			if ready := err == nil; ready != tt.ready {
 				t.Errorf("Ping: %v; want ready = %v", err, tt.ready)
 			}

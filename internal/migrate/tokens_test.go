@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/agynio/users/internal/migrate"
 	"github.com/agynio/users/internal/testing/testdb"
@@ -21,7 +22,12 @@ import (
 // characters.
 func TestAPITokenConstraints(t *testing.T) {
 	t.Parallel()
-	pool := testdb.New(t)
+	// As the owner: the service's role inserts no created_at.
+	pool, err := pgxpool.New(t.Context(), testdb.AsOwner(t, testdb.URL(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
 	owner := uuid.New()
 	if _, err := pool.Exec(t.Context(), "INSERT INTO users (identity_id, oidc_subject) VALUES ($1, 'owner')", owner); err != nil {
 		t.Fatal(err)

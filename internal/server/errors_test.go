@@ -153,7 +153,7 @@ func TestDroppedConnectionIsUnavailableThenRecovers(t *testing.T) {
 func TestUnexpectedDatabaseErrorIsInternalAndLogged(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	if _, err := e.conn.Exec(t.Context(), "DROP TABLE users CASCADE"); err != nil {
+	if _, err := asOwner(t, e.conn).Exec(t.Context(), "DROP TABLE users CASCADE"); err != nil {
 		t.Fatal(err)
 	}
 	_, err := e.client.GetUser(t.Context(), &usersv1.GetUserRequest{IdentityId: uuid.NewString()})
@@ -300,8 +300,9 @@ func TestServerErrorsByCode(t *testing.T) {
 			t.Parallel()
 			pool := testdb.New(t)
 			// The code is a constant of the test's own, so formatting it
-			// into the statement is safe.
-			if _, err := pool.Exec(t.Context(), fmt.Sprintf(`
+			// into the statement is safe. The trigger is the tables'
+			// owner's to create.
+			if _, err := asOwner(t, pool).Exec(t.Context(), fmt.Sprintf(`
 				CREATE FUNCTION fail() RETURNS trigger LANGUAGE plpgsql AS $$
 				BEGIN RAISE EXCEPTION 'raised by the test' USING ERRCODE = '%s'; END $$;
 				CREATE TRIGGER fail BEFORE INSERT ON users FOR EACH ROW EXECUTE FUNCTION fail();`, tt.sqlstate)); err != nil {

@@ -138,10 +138,42 @@ func (it *issuedTokens) check(t *testing.T, conn db.DBTX, logs string) {
 	}
 }
 
-// dumpTables is every row of every table of the database, as text.
-func dumpTables(t *testing.T, conn db.DBTX) string {
+// asOwner connects to service's database, service being a connection as
+// the service's role, as the owner of its tables: for what a test does
+// that the service's role may not (rows backdated, triggers of the
+// test's own, a table dropped). Closed when t ends.
+func asOwner(t *testing.T, service db.DBTX) *pgx.Conn {
+	t.Helper()
+	return connectAs(t, service, testdb.AsOwner)
+}
+
+// connectAs connects to service's database as the role of as (one of
+// testdb's As* functions), until t ends.
+func connectAs(t *testing.T, service db.DBTX, as func(testing.TB, string) string) *pgx.Conn {
 	t.Helper()
 	ctx := context.WithoutCancel(t.Context())
+	var database string
+	if err := service.QueryRow(ctx, "SELECT current_database()").Scan(&database); err != nil {
+		t.Fatal(err)
+	}
+	dbURL, err := testdb.WithDatabase(testdb.ServerURL(t), database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, as(t, dbURL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(ctx) })
+	return conn
+}
+
+// dumpTables is every row of every table of conn's database, as text,
+// read as the superuser: the service's role may not read them all.
+func dumpTables(t *testing.T, service db.DBTX) string {
+	t.Helper()
+	ctx := context.WithoutCancel(t.Context())
+	conn := connectAs(t, service, testdb.AsSuperuser)
 	rows, err := conn.Query(ctx, `SELECT format('%I.%I', schemaname, tablename) FROM pg_tables
 		WHERE schemaname NOT IN ('pg_catalog', 'information_schema')`)
 	if err != nil {

@@ -404,23 +404,26 @@ func TestAPITokenLastUsedAt(t *testing.T) {
 }
 
 // updateCounter counts the UPDATE statements run on api_tokens, by a
-// statement-level trigger of the test's own database.
+// statement-level trigger of the test's own database. The trigger's
+// function runs as its owner (SECURITY DEFINER): the service's role,
+// whose statements fire it, may not write the count.
 func updateCounter(t *testing.T, e *env) func() int {
 	t.Helper()
+	owner := asOwner(t, e.conn)
 	for _, stmt := range []string{
 		"CREATE TABLE token_updates (n integer NOT NULL)",
 		"INSERT INTO token_updates VALUES (0)",
-		`CREATE FUNCTION count_token_update() RETURNS trigger LANGUAGE plpgsql AS $$
+		`CREATE FUNCTION count_token_update() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
 		 BEGIN UPDATE token_updates SET n = n + 1; RETURN NULL; END $$`,
 		"CREATE TRIGGER count_token_update AFTER UPDATE ON api_tokens FOR EACH STATEMENT EXECUTE FUNCTION count_token_update()",
 	} {
-		if _, err := e.conn.Exec(t.Context(), stmt); err != nil {
+		if _, err := owner.Exec(t.Context(), stmt); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return func() int {
 		var n int
-		if err := e.conn.QueryRow(context.Background(), "SELECT n FROM token_updates").Scan(&n); err != nil {
+		if err := owner.QueryRow(context.Background(), "SELECT n FROM token_updates").Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n
@@ -512,8 +515,10 @@ func TestAPITokenCapUnderABurst(t *testing.T) {
 	e := newEnv(t)
 	ctx, owner := e.tokenOwner(t, "alice")
 	// Expired tokens, as they would be after their time: they do not
-	// count towards the live cap.
-	if _, err := e.conn.Exec(t.Context(), `INSERT INTO api_tokens (id, identity_id, name, token_hash, token_prefix, expires_at, created_at)
+	// count towards the live cap. Backdated as the tables' owner: the
+	// service's role writes no created_at.
+	tables := asOwner(t, e.conn)
+	if _, err := tables.Exec(t.Context(), `INSERT INTO api_tokens (id, identity_id, name, token_hash, token_prefix, expires_at, created_at)
 		SELECT gen_random_uuid(), $1, 'expired', encode(sha256(convert_to(g::text, 'UTF8')), 'hex'), 'agyn_abc', now() - interval '1 day', now() - interval '2 days'
 		FROM generate_series(1, 20) g`, owner); err != nil {
 		t.Fatal(err)
@@ -529,7 +534,7 @@ func TestAPITokenCapUnderABurst(t *testing.T) {
 		 BEGIN PERFORM pg_sleep(0.02); RETURN NEW; END $$`,
 		"CREATE TRIGGER api_tokens_zz_slow BEFORE INSERT ON api_tokens FOR EACH ROW EXECUTE FUNCTION slow_insert()",
 	} {
-		if _, err := e.conn.Exec(t.Context(), stmt); err != nil {
+		if _, err := tables.Exec(t.Context(), stmt); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -584,7 +589,9 @@ func TestAPITokensBoundedInAll(t *testing.T) {
 	e := newEnv(t)
 	ctx, owner := e.tokenOwner(t, "alice")
 	// Token g expired g minutes ago; its hash is the SHA-256 of g.
-	if _, err := e.conn.Exec(t.Context(), `INSERT INTO api_tokens (id, identity_id, name, token_hash, token_prefix, expires_at, created_at)
+	// Backdated as the tables' owner: the service's role writes no
+	// created_at.
+	if _, err := asOwner(t, e.conn).Exec(t.Context(), `INSERT INTO api_tokens (id, identity_id, name, token_hash, token_prefix, expires_at, created_at)
 		SELECT gen_random_uuid(), $1, 'expired', encode(sha256(convert_to(g::text, 'UTF8')), 'hex'), 'agyn_abc',
 		       now() - g * interval '1 minute', now() - interval '1 year'
 		FROM generate_series(1, $2::int) g`, owner, server.MaxTokens); err != nil {

@@ -83,7 +83,7 @@ func TestTokensAgreeWithTheSeed(t *testing.T) {
 	defer cancel()
 	dbURL := testdb.URL(t)
 	const users = 300 // more than 255: a hash of three hex digits
-	if err := seed(ctx, dbURL, users); err != nil {
+	if err := seed(ctx, testdb.AsSuperuser(t, dbURL), users); err != nil {
 		t.Fatal(err)
 	}
 	conn, err := pgx.Connect(ctx, dbURL)

@@ -89,7 +89,8 @@ func TestEventsOnServiceRelaysItsOwnEvents(t *testing.T) {
 	if err := buildService(ctx, filepath.Join("..", ".."), bin); err != nil {
 		t.Fatal(err)
 	}
-	dbURL := testdb.URL(t)
+	// As the superuser, as the bench runs: it copies the database.
+	dbURL := testdb.AsSuperuser(t, testdb.URL(t))
 	const users = 1000
 	if err := seed(ctx, dbURL, users); err != nil {
 		t.Fatal(err)

@@ -20,7 +20,7 @@ func TestReferenceServerActsForTheCaller(t *testing.T) {
 	defer cancel()
 	dbURL := testdb.URL(t)
 	const users = 120
-	if err := seed(ctx, dbURL, users); err != nil {
+	if err := seed(ctx, testdb.AsSuperuser(t, dbURL), users); err != nil {
 		t.Fatal(err)
 	}
 	ref, err := startReference(ctx, dbURL, t.TempDir())

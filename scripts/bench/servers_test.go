@@ -178,10 +178,12 @@ func TestReferenceServerResolvesTokens(t *testing.T) {
 	defer cancel()
 	dbURL := testdb.URL(t)
 	const users = 10
-	if err := seed(ctx, dbURL, users); err != nil {
+	if err := seed(ctx, testdb.AsSuperuser(t, dbURL), users); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.Connect(ctx, dbURL)
+	// Backdated as the superuser, as seeded: the service's role writes no
+	// created_at.
+	conn, err := pgx.Connect(ctx, testdb.AsSuperuser(t, dbURL))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +313,7 @@ func TestPgbenchRunsEveryStatement(t *testing.T) {
 	}
 	dbURL := testdb.URL(t)
 	cfg := config{users: 1000, concurrency: 2, duration: time.Second}
-	if err := seed(ctx, dbURL, cfg.users); err != nil {
+	if err := seed(ctx, testdb.AsSuperuser(t, dbURL), cfg.users); err != nil {
 		t.Fatal(err)
 	}
 	b := &bench{cfg: cfg, db: &database{URL: dbURL}, pgbench: pgbench}

@@ -39,7 +39,7 @@ func TestServersAnswerEveryWorkload(t *testing.T) {
 	}
 	dbURL := testdb.URL(t)
 	const users = 1000
-	if err := seed(ctx, dbURL, users); err != nil {
+	if err := seed(ctx, testdb.AsSuperuser(t, dbURL), users); err != nil {
 		t.Fatal(err)
 	}
 	svc, err := startService(ctx, serviceName, bin, dbURL, tmp)

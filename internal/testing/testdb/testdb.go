@@ -8,6 +8,15 @@
 // dropped WITH (FORCE) when the test ends, so tests run in parallel without
 // seeing each other's rows.
 //
+// The tests connect as production does. The server gets the roles of
+// sql/roles.sql (the file's own statements, its roles part); the
+// databases are owned by OwnerRole, which migrates the template with
+// DB_SERVE_ROLE's grants (migrate.UpAndGrant, as "users migrate up"
+// does); and URL hands out ServeRole's connection string, which holds
+// exactly the privileges of sql/grants.sql. A test that does what the
+// service may not (a migration, a dropped table, another backend
+// terminated) asks for AsOwner or AsSuperuser of its database.
+//
 // Nothing starts until a test first asks for a database: a run of only
 // the pure tests of a package (its fuzz targets, its validators) needs no
 // PostgreSQL at all. Run, in TestMain, stops what was started.
@@ -25,6 +34,7 @@ import (
 	"io/fs"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -37,7 +47,19 @@ import (
 
 	"github.com/agynio/users/internal/migrate"
 	"github.com/agynio/users/internal/testing/pgtest"
+	usersql "github.com/agynio/users/sql"
 	"github.com/agynio/users/sql/migrations"
+)
+
+// The roles of sql/roles.sql.
+const (
+	// OwnerRole owns every test database and migrates it.
+	OwnerRole = "users_owner"
+	// ServeRole is what URL connects as: the service's role.
+	ServeRole = "users_serve"
+	// RolePassword is both roles' password on the test servers, set by
+	// each test binary's run of the roles part.
+	RolePassword = "users-test"
 )
 
 var (
@@ -112,16 +134,46 @@ func setUp(ctx context.Context) (func(), error) {
 	}
 	stops = append(stops, admin.Close)
 
+	if err := ensureRoles(ctx); err != nil {
+		return fail(err)
+	}
 	if template, err = ensureTemplate(ctx); err != nil {
 		return fail(err)
 	}
 	return cleanup, nil
 }
 
+// ensureRoles runs the roles part of sql/roles.sql, from its BEGIN to its
+// COMMIT, with RolePassword for both passwords. Every test binary runs
+// it: roles belong to the whole server, and the part creates only what
+// is missing, taking turns with other runs.
+func ensureRoles(ctx context.Context) error {
+	begin := strings.Index(usersql.Roles, "\nBEGIN;\n")
+	commit := strings.Index(usersql.Roles, "\nCOMMIT;\n")
+	if begin < 0 || commit < begin {
+		return errors.New("sql/roles.sql: no roles part, from a line BEGIN; to a line COMMIT;")
+	}
+	password := "'" + strings.ReplaceAll(RolePassword, "'", "''") + "'"
+	part := strings.NewReplacer(":'owner_password'", password, ":'serve_password'", password).
+		Replace(usersql.Roles[begin : commit+len("\nCOMMIT;\n")])
+	if v := psqlVariable.FindString(part); v != "" {
+		return fmt.Errorf("sql/roles.sql: its roles part uses the psql variable %s, which testdb does not set", v)
+	}
+	if _, err := admin.Exec(ctx, part); err != nil {
+		return fmt.Errorf("sql/roles.sql, roles part: %w", err)
+	}
+	return nil
+}
+
+// psqlVariable matches a psql variable interpolated as a literal or an
+// identifier.
+var psqlVariable = regexp.MustCompile(`:['"][A-Za-z_][A-Za-z0-9_]*['"]`)
+
 // ensureTemplate returns the name of a database holding the current
-// migrations, creating it if the server has none yet. Its name is a digest
-// of the migration files, so every test package of a run (and later runs
-// on the same server) share one, and a changed migration gets a new one.
+// migrations and ServeRole's grants, creating it if the server has none
+// yet. Its name is a digest of the migration files and sql/grants.sql, so
+// every test package of a run (and later runs on the same server) share
+// one, and a changed migration or grant gets a new one.
 // It is built under another name and renamed when complete, so a run that
 // dies half-way leaves no broken template behind.
 func ensureTemplate(ctx context.Context) (string, error) {
@@ -151,14 +203,17 @@ func ensureTemplate(ctx context.Context) (string, error) {
 	}
 
 	building := name + "_building_" + randomSuffix()
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{building}.Sanitize()); err != nil {
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{building}.Sanitize()+" OWNER "+pgx.Identifier{OwnerRole}.Sanitize()); err != nil {
 		return "", fmt.Errorf("create template database (the test role needs CREATEDB): %w", err)
 	}
 	buildingURL, err := WithDatabase(serverURL, building)
 	if err != nil {
 		return "", err
 	}
-	if err := migrate.Up(ctx, buildingURL, io.Discard); err != nil {
+	if buildingURL, err = withRole(buildingURL, OwnerRole); err != nil {
+		return "", err
+	}
+	if err := migrate.UpAndGrant(ctx, buildingURL, ServeRole, io.Discard); err != nil {
 		dropDatabase(ctx, building)
 		return "", fmt.Errorf("migrate template: %w", err)
 	}
@@ -185,6 +240,7 @@ func migrationsDigest() (string, error) {
 		h.Write(b)
 		return err
 	})
+	fmt.Fprintf(h, "grants.sql\x00%d\x00%s", len(usersql.Grants), usersql.Grants)
 	return hex.EncodeToString(h.Sum(nil))[:16], err
 }
 
@@ -206,23 +262,25 @@ func retryInUse(ctx context.Context, op func() error) error {
 	}
 }
 
-// URL returns the connection string of a new database, migrated and empty,
-// that is dropped when t ends.
+// URL returns ServeRole's connection string to a new database, migrated
+// and empty, that is dropped when t ends: what the service connects
+// with.
 func URL(t testing.TB) string {
 	t.Helper()
 	start(t) // sets template, so before reading it
-	return newDatabase(t, template)
+	return AsServe(t, newDatabase(t, template))
 }
 
-// EmptyURL returns the connection string of a new database with no
-// migrations applied, dropped when t ends.
+// EmptyURL returns OwnerRole's connection string to a new database with
+// no migrations applied, dropped when t ends: what "users migrate"
+// connects with.
 func EmptyURL(t testing.TB) string {
 	t.Helper()
-	return newDatabase(t, "template0")
+	return AsOwner(t, newDatabase(t, "template0"))
 }
 
-// New returns a pool on a new migrated database, closed and dropped when t
-// ends.
+// New returns a pool on a new migrated database, as ServeRole, closed and
+// dropped when t ends.
 func New(t testing.TB) *pgxpool.Pool {
 	t.Helper()
 	pool, err := pgxpool.New(t.Context(), URL(t))
@@ -233,23 +291,85 @@ func New(t testing.TB) *pgxpool.Pool {
 	return pool
 }
 
-// EncodedURL returns the connection string of a new database with no
-// migrations applied whose server encoding is encoding (in the C locale,
-// which takes any), dropped when t ends: a database the service must
-// refuse unless encoding is UTF8.
+// EncodedURL returns OwnerRole's connection string to a new database with
+// no migrations applied whose server encoding is encoding (in the C
+// locale, which takes any), dropped when t ends: a database the service
+// must refuse unless encoding is UTF8.
 func EncodedURL(t testing.TB, encoding string) string {
 	t.Helper()
-	return newDatabase(t, "template0", "ENCODING", encoding, "LC_COLLATE", "C", "LC_CTYPE", "C")
+	return AsOwner(t, newDatabase(t, "template0", "ENCODING", encoding, "LC_COLLATE", "C", "LC_CTYPE", "C"))
 }
 
-// newDatabase creates a database from the template from, with further
-// CREATE DATABASE options as pairs of keyword and value.
+// AsServe returns dbURL, a connection string from this package, as
+// ServeRole: the service's rights, exactly those of sql/grants.sql.
+func AsServe(t testing.TB, dbURL string) string {
+	t.Helper()
+	u, err := withRole(dbURL, ServeRole)
+	if err != nil {
+		t.Fatalf("testdb: %v", err)
+	}
+	return u
+}
+
+// AsOwner returns dbURL, a connection string from this package, as
+// OwnerRole, the owner of the database and of its tables: for a test
+// that migrates, or changes the schema under the service.
+func AsOwner(t testing.TB, dbURL string) string {
+	t.Helper()
+	u, err := withRole(dbURL, OwnerRole)
+	if err != nil {
+		t.Fatalf("testdb: %v", err)
+	}
+	return u
+}
+
+// AsSuperuser returns dbURL, a connection string from this package, as
+// the server's superuser: for a test that does what no role of the
+// service may, such as terminating another role's sessions or changing
+// server settings.
+func AsSuperuser(t testing.TB, dbURL string) string {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatalf("testdb: %v", err)
+	}
+	server, err := url.Parse(serverURL)
+	if err != nil {
+		t.Fatalf("testdb: %v", err)
+	}
+	u.User = server.User
+	return u.String()
+}
+
+// ServerURL returns the superuser's connection string to the database
+// testdb itself connects to on the server (not one of the tests'): for a
+// test of the server's roles and databases themselves.
+func ServerURL(t testing.TB) string {
+	t.Helper()
+	start(t)
+	return serverURL
+}
+
+// withRole returns rawURL connecting as role, with RolePassword.
+func withRole(rawURL, role string) (string, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "", err
+	}
+	u.User = url.UserPassword(role, RolePassword)
+	return u.String(), nil
+}
+
+// newDatabase creates a database owned by OwnerRole from the template
+// from, with further CREATE DATABASE options as pairs of keyword and
+// value, and returns the superuser's connection string to it.
 func newDatabase(t testing.TB, from string, options ...string) string {
 	t.Helper()
 	start(t)
 	ctx := context.Background()
 	name := "users_test_" + randomSuffix()
-	create := fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", pgx.Identifier{name}.Sanitize(), pgx.Identifier{from}.Sanitize())
+	create := fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s OWNER %s",
+		pgx.Identifier{name}.Sanitize(), pgx.Identifier{from}.Sanitize(), pgx.Identifier{OwnerRole}.Sanitize())
 	for i := 0; i+1 < len(options); i += 2 {
 		create += fmt.Sprintf(" %s '%s'", options[i], strings.ReplaceAll(options[i+1], "'", "''"))
 	}
