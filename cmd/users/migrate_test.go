@@ -93,7 +93,7 @@ func TestMigrateForceCommandLine(t *testing.T) {
 			}
 		})
 	}
-	if res := runUsers(t, env, "help"); !strings.Contains(res.stdout, "users migrate down --force") {
+	if res := runUsers(t, env, "help"); !strings.Contains(res.stdout, "migrate down --force") {
 		t.Errorf("help does not show migrate down --force:\n%s", res.stdout)
 	}
 }
