@@ -98,9 +98,16 @@ type result struct {
 // runUsers runs the binary to completion with exactly env.
 func runUsers(t *testing.T, env map[string]string, args ...string) result {
 	t.Helper()
+	return runBinary(t, usersBin, env, args...)
+}
+
+// runBinary runs bin, this tree's users or another release's, as runUsers
+// does.
+func runBinary(t *testing.T, bin string, env map[string]string, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, usersBin, args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = environ(env)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -129,8 +136,15 @@ type proc struct {
 // and on failure its output is logged.
 func startUsers(t *testing.T, env map[string]string, args ...string) *proc {
 	t.Helper()
+	return startBinary(t, usersBin, env, args...)
+}
+
+// startBinary starts bin, this tree's users or another release's, as
+// startUsers does.
+func startBinary(t *testing.T, bin string, env map[string]string, args ...string) *proc {
+	t.Helper()
 	p := &proc{stdout: newLogSink(), stderr: &syncbuf.Buffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(usersBin, args...)
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = environ(env)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	p.cmd.WaitDelay = 5 * time.Second // Wait must not hang on the output copiers
@@ -162,11 +176,18 @@ func startUsers(t *testing.T, env map[string]string, args ...string) *proc {
 // one in p.adminAddr).
 func startServe(t *testing.T, env map[string]string) (p *proc, addr string) {
 	t.Helper()
+	return startServeBinary(t, usersBin, env)
+}
+
+// startServeBinary starts bin's serve, this tree's or another release's,
+// as startServe does.
+func startServeBinary(t *testing.T, bin string, env map[string]string) (p *proc, addr string) {
+	t.Helper()
 	full := map[string]string{"GRPC_ADDRESS": "127.0.0.1:0", "ADMIN_ADDRESS": "127.0.0.1:0"}
 	for k, v := range env {
 		full[k] = v
 	}
-	p = startUsers(t, full, "serve")
+	p = startBinary(t, bin, full, "serve")
 	select {
 	case line := <-p.stdout.serving:
 		p.adminAddr = line.AdminAddress
