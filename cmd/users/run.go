@@ -265,9 +265,7 @@ func usersServer(cfg config.Config, pool *pgxpool.Pool, metrics *telemetry.Metri
 	opts := []server.HandlerOption{
 		server.WithDeclaredAdmins(cfg.ClusterAdminSubjects),
 		server.WithDroppedClaimsCounter(metrics.DroppedClaims),
-	}
-	if cfg.DBReadsInFlight != 0 {
-		opts = append(opts, server.WithReadsInFlight(cfg.DBReadsInFlight))
+		server.WithReadsInFlight(cfg.DBReadsInFlight),
 	}
 	return server.New(queries, identity.Local{}, log, opts...)
 }

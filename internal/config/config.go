@@ -48,8 +48,8 @@ type Config struct {
 	// the same step that creates it.
 	ServeRole string
 	// DBReadsInFlight is how many point reads of one kind run at once
-	// before further ones are coalesced into one statement; zero leaves
-	// the server's own default.
+	// before further ones are coalesced into one statement: at least 1,
+	// Variables' default when unset.
 	DBReadsInFlight int
 	// TLS is the gRPC listener's TLS; the zero value is plaintext.
 	TLS TLS

@@ -11,6 +11,7 @@ import (
 
 	"github.com/agynio/users/internal/config"
 	"github.com/agynio/users/internal/db"
+	"github.com/agynio/users/internal/server"
 )
 
 // everyVariable sets every variable Load reads, each to a valid value
@@ -135,4 +136,22 @@ func TestDBMaxConnsDefault(t *testing.T) {
 		return
 	}
 	t.Error("no DB_MAX_CONNS row")
+}
+
+// TestDBReadsInFlightDefault: the table's default is the server's own, so
+// that a test building the server without the option sees what serve does.
+func TestDBReadsInFlightDefault(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.Load(func(name string) string {
+		if name == "DATABASE_URL" {
+			return "postgres://u@localhost/users"
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DBReadsInFlight != server.DefaultReadsInFlight {
+		t.Errorf("DB_READS_IN_FLIGHT defaults to %d; the server's default is %d", cfg.DBReadsInFlight, server.DefaultReadsInFlight)
+	}
 }
