@@ -1,12 +1,8 @@
 package chart
 
 import (
-	"archive/tar"
-	"compress/gzip"
-	"io"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -394,48 +390,5 @@ func TestCloudNativePGRestore(t *testing.T) {
 	}
 	if diff := cmp.Diff(ex.cluster.Spec.Managed, r.Spec.Managed); diff != "" {
 		t.Errorf("the restore manages other roles than the original (-original +restore):\n%s", diff)
-	}
-}
-
-// TestExamplesAreNotPackaged: the examples sit beside the chart for the
-// README, but helm package leaves them out.
-func TestExamplesAreNotPackaged(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	cmd := exec.Command(repo.Helm(t), "package", ".", "--destination", dir)
-	cmd.Dir = repo.Path(t, "helm", "users")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("helm package: %v\n%s", err, out)
-	}
-	packages, err := filepath.Glob(filepath.Join(dir, "*.tgz"))
-	if err != nil || len(packages) != 1 {
-		t.Fatalf("helm package wrote %v (%v), want one archive", packages, err)
-	}
-	f, err := os.Open(packages[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	gz, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := tar.NewReader(gz)
-	files := 0
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		files++
-		if strings.Contains(h.Name, "/examples/") {
-			t.Errorf("the packaged chart holds %s", h.Name)
-		}
-	}
-	if files == 0 {
-		t.Error("the packaged chart is empty")
 	}
 }

@@ -5,14 +5,9 @@ package chart
 // the process tests in cmd/users hold the binary's /metrics to.
 
 import (
-	"archive/tar"
-	"compress/gzip"
 	"encoding/json"
-	"io"
 	"maps"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -190,49 +185,6 @@ func TestDashboardConfigMap(t *testing.T) {
 	}
 	if got, want := cm.Data["users.json"], strings.TrimRight(string(src), "\n"); got != want {
 		t.Errorf("data users.json is not dashboards/users.json (%d bytes, want %d)", len(got), len(want))
-	}
-}
-
-// TestDashboardIsPackaged: helm package keeps the dashboard, which the
-// ConfigMap reads with .Files.Get; an .helmignore pattern dropping it
-// would render an empty ConfigMap from the published chart alone.
-func TestDashboardIsPackaged(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	cmd := exec.Command(repo.Helm(t), "package", ".", "--destination", dir)
-	cmd.Dir = repo.Path(t, "helm", "users")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("helm package: %v\n%s", err, out)
-	}
-	archives, _ := filepath.Glob(filepath.Join(dir, "*.tgz"))
-	if len(archives) != 1 {
-		t.Fatalf("helm package made %v, want one archive", archives)
-	}
-	f, err := os.Open(archives[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	gz, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	tr := tar.NewReader(gz)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		names = append(names, h.Name)
-	}
-	for _, want := range []string{"users/dashboards/users.json", "users/templates/grafana-dashboard.yaml", "users/templates/prometheusrule.yaml"} {
-		if !slices.Contains(names, want) {
-			t.Errorf("the packaged chart lacks %s; it holds %v", want, names)
-		}
 	}
 }
 
