@@ -84,10 +84,8 @@ func TestDatabaseVerifiedFromTheEnvironment(t *testing.T) {
 		}
 	})
 
-	// Why the CA and the mode belong in one place, the URL or the
-	// environment: the migrations run through dbmate's driver, lib/pq,
-	// which reads PGSSLMODE and PGSSLROOTCERT itself, refuses prefer and
-	// allow there, and takes PGSSLROOTCERT over the URL's sslrootcert.
+	// The migrations run through dbmate's driver, lib/pq, which reads
+	// PGSSLMODE itself and refuses prefer and allow there.
 	t.Run("PGSSLMODE=prefer in the environment stops migrate up", func(t *testing.T) {
 		e := env(ca)
 		e["PGSSLMODE"] = "prefer"
@@ -96,12 +94,24 @@ func TestDatabaseVerifiedFromTheEnvironment(t *testing.T) {
 			t.Errorf("migrate up: exit code %d, stderr:\n%s\nwant 1 and lib/pq's refusal of prefer", res.code, res.stderr)
 		}
 	})
-	t.Run("for migrate up, PGSSLROOTCERT wins over the URL's sslrootcert", func(t *testing.T) {
+	// lib/pq also reads PGSSLROOTCERT itself; the URL's sslrootcert must
+	// still win, as it does for serve. A fresh database, so that dbmate's
+	// connection applies migrations rather than finding none to apply.
+	t.Run("the URL's sslrootcert wins over PGSSLROOTCERT, for migrate up as for serve", func(t *testing.T) {
+		admin, err := pgx.Connect(t.Context(), srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = admin.Exec(t.Context(), "CREATE DATABASE users_url_ca")
+		admin.Close(context.WithoutCancel(t.Context()))
+		if err != nil {
+			t.Fatal(err)
+		}
 		e := env(otherCA)
-		e["DATABASE_URL"] += "?sslrootcert=" + url.QueryEscape(ca)
+		e["DATABASE_URL"] = fmt.Sprintf("postgresql://postgres@localhost:%s/users_url_ca?sslrootcert=%s", u.Port(), url.QueryEscape(ca))
 		res := runUsers(t, e, "migrate", "up")
-		if res.code != 1 || !strings.Contains(res.stderr, "certificate signed by unknown authority") {
-			t.Errorf("migrate up: exit code %d, stderr:\n%s\nwant 1 and the certificate's refusal", res.code, res.stderr)
+		if res.code != 0 || !strings.Contains(res.stdout, "Applying") {
+			t.Fatalf("migrate up: exit code %d\nstdout:\n%s\nstderr:\n%s", res.code, res.stdout, res.stderr)
 		}
 		p, _ := startServe(t, e)
 		waitForStatus(t, p, "/readyz", http.StatusOK)

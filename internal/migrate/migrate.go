@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -193,8 +194,8 @@ var libpqTLSKeys atomic.Int64
 // key=value strings here, and sends pgx's own settings to the server as
 // unknown parameters. So the URL is rebuilt from what pgx parsed: the host
 // pgx actually reached (of several, with failover), with the TLS it
-// actually used, certificate checks included. session's settings are
-// added to those of DATABASE_URL.
+// actually used, certificate checks included (see libpqTLS). session's
+// settings are added to those of DATABASE_URL.
 func libpqURL(ctx context.Context, conn *pgx.Conn, tlsKey string, session map[string]string) (*url.URL, error) {
 	cfg := conn.Config()
 	reached, err := reachedEntry(ctx, conn)
@@ -213,7 +214,7 @@ func libpqURL(ctx context.Context, conn *pgx.Conn, tlsKey string, session map[st
 		q.Set("connect_timeout", strconv.Itoa(max(1, int(cfg.ConnectTimeout.Seconds()))))
 	}
 	if reached.TLSConfig != nil {
-		if err := pq.RegisterTLSConfig(tlsKey, reached.TLSConfig); err != nil {
+		if err := pq.RegisterTLSConfig(tlsKey, libpqTLS(reached.TLSConfig)); err != nil {
 			return nil, err
 		}
 		q.Set("sslmode", "pqgo-"+tlsKey)
@@ -234,6 +235,40 @@ func libpqURL(ctx context.Context, conn *pgx.Conn, tlsKey string, session map[st
 	}
 	u.RawQuery = q.Encode()
 	return u, nil
+}
+
+// libpqTLS returns pgx's TLS settings c in a form lib/pq cannot change.
+// lib/pq fills the registered config's RootCAs and Certificates from
+// PGSSLROOTCERT, PGSSLCERT and PGSSLKEY (or ~/.postgresql), over what pgx
+// took from DATABASE_URL, and an empty sslrootcert in its URL does not stop
+// it: it drops empty parameters. So the server is verified here against
+// pgx's roots, and pgx's certificate is offered through the callback, which
+// crypto/tls prefers to Certificates: the URL wins for migrate as for serve.
+func libpqTLS(c *tls.Config) *tls.Config {
+	c = c.Clone()
+	certs := c.Certificates
+	c.GetClientCertificate = func(req *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		for i := range certs {
+			if req.SupportsCertificate(&certs[i]) == nil {
+				return &certs[i], nil
+			}
+		}
+		return &tls.Certificate{}, nil
+	}
+	if c.InsecureSkipVerify { // pgx's own VerifyPeerCertificate, if any, holds its roots
+		return c
+	}
+	roots, name := c.RootCAs, c.ServerName
+	c.InsecureSkipVerify = true
+	c.VerifyConnection = func(s tls.ConnectionState) error {
+		opts := x509.VerifyOptions{Roots: roots, DNSName: name, Intermediates: x509.NewCertPool()}
+		for _, cert := range s.PeerCertificates[1:] {
+			opts.Intermediates.AddCert(cert)
+		}
+		_, err := s.PeerCertificates[0].Verify(opts)
+		return err
+	}
+	return c
 }
 
 // reachedEntry returns the entry of conn's configuration (the first host
