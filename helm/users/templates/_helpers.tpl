@@ -242,6 +242,9 @@ express. Every template that needs them includes it; it renders nothing.
 {{- if and .Values.tls.identityAssertingClients (not .Values.tls.clientAuth) }}
 {{- fail "tls.identityAssertingClients needs tls.clientAuth: without client certificates the service cannot tell who asserts an identity" }}
 {{- end }}
+{{- if and .Values.prometheusRule.enabled (not .Values.serviceMonitor.enabled) (not .Values.prometheusRule.selector) }}
+{{- fail "prometheusRule.enabled needs serviceMonitor.enabled, or prometheusRule.selector naming how your Prometheus scrapes the pods: the rules read the series the ServiceMonitor scrapes, and without it UsersMetricsAbsent fires for ever and no other alert can" }}
+{{- end }}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
 {{- end }}

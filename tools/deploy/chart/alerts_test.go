@@ -198,9 +198,11 @@ func TestAlertsReadOnlyTheRelease(t *testing.T) {
 func TestAlertsFollowTheirValues(t *testing.T) {
 	t.Parallel()
 	values := filepath.Join(t.TempDir(), "alerts.yaml")
-	if err := os.WriteFile(values, []byte(`prometheusRule:
+	if err := os.WriteFile(values, []byte(`serviceMonitor:
   enabled: true
-  errorRatio: {threshold: 0.11, window: 7m, for: 3m}
+prometheusRule:
+  enabled: true
+  errorRatio: {threshold: 0.11, minRequestsPerSecond: 0.22, window: 7m, for: 3m}
   latency: {thresholdSeconds: 0.77, window: 9m, for: 13m}
   readiness: {allFor: 4m, oneFor: 17m}
   pool: {saturation: 0.66, acquireWaitSeconds: 0.033, window: 11m, for: 19m}
@@ -253,6 +255,9 @@ events:
 		if w.threshold != 0 && !slices.Contains(numbers, w.threshold) {
 			t.Errorf("%s: numbers %v lack the threshold %v", name, numbers, w.threshold)
 		}
+		if name == "UsersErrorRatioHigh" && !slices.Contains(numbers, 0.22) {
+			t.Errorf("%s: numbers %v lack the minimum call rate 0.22 (errorRatio.minRequestsPerSecond)", name, numbers)
+		}
 		for _, got := range ranges {
 			if got != w.window {
 				t.Errorf("%s: selects a range of %s, want %s", name, got, w.window)
@@ -283,7 +288,7 @@ func TestEventAlertsNeedTheRelay(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			rules := alertingRules(t, prometheusRule(t, append([]string{"--set", "prometheusRule.enabled=true"}, tc.args...)...))
+			rules := alertingRules(t, prometheusRule(t, append([]string{"--set", "prometheusRule.enabled=true,serviceMonitor.enabled=true"}, tc.args...)...))
 			var got []string
 			for name := range rules {
 				if strings.HasPrefix(name, "UsersEvents") {

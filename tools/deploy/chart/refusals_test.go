@@ -151,6 +151,21 @@ func TestRefusals(t *testing.T) {
 			wantErr: "/events/outboxRetention",
 		},
 		{
+			name:    "alerts on series nothing scrapes",
+			args:    []string{"--set", "prometheusRule.enabled=true"},
+			wantErr: "prometheusRule.enabled needs serviceMonitor.enabled, or prometheusRule.selector",
+		},
+		{
+			name:    "a latency threshold beyond the histogram's last bucket",
+			args:    []string{"-f", "ci/everything-values.yaml", "--set", "prometheusRule.latency.thresholdSeconds=5"},
+			wantErr: "/prometheusRule/latency/thresholdSeconds",
+		},
+		{
+			name:    "an alert's value set to null",
+			args:    []string{"-f", "ci/everything-values.yaml", "--set", "prometheusRule.errorRatio.minRequestsPerSecond=null"},
+			wantErr: "minRequestsPerSecond",
+		},
+		{
 			name:    "an HPA whose minimum exceeds its maximum",
 			args:    []string{"--set", "autoscaling.enabled=true,autoscaling.minReplicas=5,autoscaling.maxReplicas=3"},
 			wantErr: "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
@@ -185,6 +200,7 @@ func TestAccepted(t *testing.T) {
 		{name: "HTTP probes without TLS", args: []string{"--set", "probes.via=http"}},
 		{name: "a PDB by percentage", args: []string{"--set", "podDisruptionBudget.maxUnavailable=50%"}},
 		{name: "as a subchart, with global values", args: []string{"--set", "global.imageRegistry=example.com"}},
+		{name: "alerts on series scraped some other way", args: []string{"--set", "prometheusRule.enabled=true", "--set-string", `prometheusRule.selector=job="users"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
