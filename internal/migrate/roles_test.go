@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgerrcode"
@@ -26,10 +27,13 @@ import (
 )
 
 // sql/roles.sql, run by psql as a DBA would (twice: the second run must
-// change nothing that matters), makes a database that migrate up, as
-// users_owner with DB_SERVE_ROLE=users_serve, migrates and serve, as
-// users_serve, works on; with each role's settings, no temporary tables
-// and no CREATE on the schema for anyone but the owner.
+// change nothing that matters, and take back what was granted to PUBLIC
+// since), makes a database that migrate up, as the owner role with
+// DB_SERVE_ROLE naming the serve role, migrates and serve, as the serve
+// role, works on; with each role's settings, and no connections,
+// temporary tables or CREATE on the schema for anyone but the two roles.
+// The roles are the tests' own (-v owner_role, -v serve_role), the
+// passwords come from the environment.
 func TestRolesSQL(t *testing.T) {
 	t.Parallel()
 	psql := findPSQL(t)
@@ -45,39 +49,44 @@ func TestRolesSQL(t *testing.T) {
 		superuser.Exec(context.WithoutCancel(ctx), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)") //nolint:errcheck // a leftover database is harmless
 	})
 
-	for run := 1; run <= 2; run++ {
-		// The passwords the other tests' connections use: the server is
-		// shared with them.
-		cmd := exec.CommandContext(ctx, psql, "--no-psqlrc", "--quiet",
-			"-v", "owner_password="+testdb.RolePassword,
-			"-v", "serve_password="+testdb.RolePassword,
-			"-v", "database="+name,
-			"-f", "-", server)
-		cmd.Stdin = strings.NewReader(usersql.Roles)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("psql -f sql/roles.sql, run %d: %v\n%s", run, err, out.String())
-		}
-	}
-
-	var owner, encoding, schemaOwner string
-	var publicTemp, publicCreate bool
-	err = superuser.QueryRow(ctx, `
-		SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding),
-		       has_database_privilege('public', oid, 'TEMPORARY')
-		FROM pg_database WHERE datname = $1`, name).Scan(&owner, &encoding, &publicTemp)
-	if err != nil {
-		t.Fatalf("the database %s: %v", name, err)
-	}
-	if owner != testdb.OwnerRole || encoding != "UTF8" || publicTemp {
-		t.Errorf("database owned by %s, encoding %s, temporary tables for all %v; want %s, UTF8, false",
-			owner, encoding, publicTemp, testdb.OwnerRole)
-	}
-
 	dbURL, err := testdb.WithDatabase(server, name)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The passwords the other tests' connections use: the server is
+	// shared with them.
+	runRolesSQL(t, psql, server, "database="+name, "owner_role="+testdb.OwnerRole, "serve_role="+testdb.ServeRole)
+	// What PostgreSQL 14 and older grant PUBLIC in a new database, and a
+	// DBA might since: the second run takes it back.
+	inDatabase, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, stmt := range []string{
+		"GRANT CREATE ON SCHEMA public TO PUBLIC",
+		"GRANT CONNECT, TEMPORARY ON DATABASE " + pgx.Identifier{name}.Sanitize() + " TO PUBLIC",
+	} {
+		if _, err := inDatabase.Exec(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	inDatabase.Close(ctx) //nolint:errcheck // a failed close leaves a session behind, dropped with the database
+	runRolesSQL(t, psql, server, "database="+name, "owner_role="+testdb.OwnerRole, "serve_role="+testdb.ServeRole)
+
+	var owner, encoding, schemaOwner string
+	var publicConnect, publicTemp, serveConnect, publicCreate bool
+	err = superuser.QueryRow(ctx, `
+		SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding),
+		       has_database_privilege('public', oid, 'CONNECT'),
+		       has_database_privilege('public', oid, 'TEMPORARY'),
+		       has_database_privilege($2, oid, 'CONNECT')
+		FROM pg_database WHERE datname = $1`, name, testdb.ServeRole).Scan(&owner, &encoding, &publicConnect, &publicTemp, &serveConnect)
+	if err != nil {
+		t.Fatalf("the database %s: %v", name, err)
+	}
+	if owner != testdb.OwnerRole || encoding != "UTF8" || publicConnect || publicTemp || !serveConnect {
+		t.Errorf("database owned by %s, encoding %s, connections for all %v, temporary tables for all %v, connections for %s %v; want %s, UTF8, false, false, true",
+			owner, encoding, publicConnect, publicTemp, testdb.ServeRole, serveConnect, testdb.OwnerRole)
 	}
 	ownerURL, serveURL := testdb.AsOwner(t, dbURL), testdb.AsServe(t, dbURL)
 	asOwner, err := pgx.Connect(ctx, ownerURL)
@@ -116,6 +125,66 @@ func TestRolesSQL(t *testing.T) {
 	_, err = asServe.Exec(ctx, "CREATE TEMPORARY TABLE scratch (x integer)")
 	if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.Code != pgerrcode.InsufficientPrivilege {
 		t.Errorf("CREATE TEMPORARY TABLE as %s: %v, want insufficient_privilege", testdb.ServeRole, err)
+	}
+}
+
+// sql/roles.sql keeps the passwords out of the server's log, on a server
+// that logs every statement, and out of psql's command line (they come
+// from the environment).
+func TestRolesSQLKeepsPasswordsOutOfTheLog(t *testing.T) {
+	t.Parallel()
+	psql := findPSQL(t)
+	ctx := t.Context()
+	srv, err := pgtest.Start(ctx, io.Discard, "logging_collector=on", "log_statement=all")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close() //nolint:errcheck // a throwaway server
+	runRolesSQL(t, psql, srv.URL)
+
+	conn, err := pgx.Connect(ctx, srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	const marker = "roles.sql logged up to here"
+	var log string
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(log, marker); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server's log never showed %q:\n%s", marker, log)
+		}
+		if _, err := conn.Exec(ctx, "SELECT '"+marker+"'"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+		if err := conn.QueryRow(ctx, "SELECT pg_read_file(pg_current_logfile())").Scan(&log); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !strings.Contains(log, "CREATE DATABASE") {
+		t.Errorf("the log shows no statement of roles.sql: does it log them at all?\n%s", log)
+	}
+	if strings.Contains(log, testdb.RolePassword) {
+		t.Errorf("the server's log holds the password:\n%s", log)
+	}
+}
+
+// runRolesSQL runs sql/roles.sql through psql on server with the psql
+// variables vars (name=value), the passwords in the environment as the
+// file wants them, both testdb.RolePassword.
+func runRolesSQL(t *testing.T, psql, server string, vars ...string) {
+	t.Helper()
+	args := []string{"--no-psqlrc", "--quiet"}
+	for _, v := range vars {
+		args = append(args, "-v", v)
+	}
+	cmd := exec.CommandContext(t.Context(), psql, append(args, "-f", "-", server)...)
+	cmd.Env = append(os.Environ(), "OWNER_PASSWORD="+testdb.RolePassword, "SERVE_PASSWORD="+testdb.RolePassword)
+	cmd.Stdin = strings.NewReader(usersql.Roles)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("psql -f sql/roles.sql %v: %v\n%s", vars, err, out.String())
 	}
 }
 

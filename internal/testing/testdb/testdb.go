@@ -9,8 +9,9 @@
 // seeing each other's rows.
 //
 // The tests connect as production does. The server gets the roles of
-// sql/roles.sql (the file's own statements, its roles part); the
-// databases are owned by OwnerRole, which migrates the template with
+// sql/roles.sql (the file's own statements, its roles part), under test
+// names of their own, so that a server that also holds the service's real
+// roles keeps them as they are; the databases are owned by OwnerRole, which migrates the template with
 // DB_SERVE_ROLE's grants (migrate.UpAndGrant, as "users migrate up"
 // does); and URL hands out ServeRole's connection string, which holds
 // exactly the privileges of sql/grants.sql. A test that does what the
@@ -51,12 +52,14 @@ import (
 	"github.com/agynio/users/sql/migrations"
 )
 
-// The roles of sql/roles.sql.
+// The roles of sql/roles.sql, as the tests name them: not the file's
+// defaults (users_owner, users_serve), whose passwords and settings a run
+// on a server that has them would otherwise change.
 const (
 	// OwnerRole owns every test database and migrates it.
-	OwnerRole = "users_owner"
+	OwnerRole = "users_test_owner"
 	// ServeRole is what URL connects as: the service's role.
-	ServeRole = "users_serve"
+	ServeRole = "users_test_serve"
 	// RolePassword is both roles' password on the test servers, set by
 	// each test binary's run of the roles part.
 	RolePassword = "users-test"
@@ -144,18 +147,26 @@ func setUp(ctx context.Context) (func(), error) {
 }
 
 // ensureRoles runs the roles part of sql/roles.sql, from its BEGIN to its
-// COMMIT, with RolePassword for both passwords. Every test binary runs
-// it: roles belong to the whole server, and the part creates only what
-// is missing, taking turns with other runs.
+// COMMIT, for OwnerRole and ServeRole with RolePassword for both
+// passwords, its psql variables replaced as psql would. Every test binary
+// runs it: roles belong to the whole server, and the part creates only
+// what is missing, taking turns with other runs.
 func ensureRoles(ctx context.Context) error {
 	begin := strings.Index(usersql.Roles, "\nBEGIN;\n")
 	commit := strings.Index(usersql.Roles, "\nCOMMIT;\n")
 	if begin < 0 || commit < begin {
 		return errors.New("sql/roles.sql: no roles part, from a line BEGIN; to a line COMMIT;")
 	}
-	password := "'" + strings.ReplaceAll(RolePassword, "'", "''") + "'"
-	part := strings.NewReplacer(":'owner_password'", password, ":'serve_password'", password).
-		Replace(usersql.Roles[begin : commit+len("\nCOMMIT;\n")])
+	var pairs []string
+	for name, value := range map[string]string{
+		"owner_role": OwnerRole, "serve_role": ServeRole,
+		"owner_password": RolePassword, "serve_password": RolePassword,
+	} {
+		pairs = append(pairs,
+			":'"+name+"'", "'"+strings.ReplaceAll(value, "'", "''")+"'",
+			`:"`+name+`"`, pgx.Identifier{value}.Sanitize())
+	}
+	part := strings.NewReplacer(pairs...).Replace(usersql.Roles[begin : commit+len("\nCOMMIT;\n")])
 	if v := psqlVariable.FindString(part); v != "" {
 		return fmt.Errorf("sql/roles.sql: its roles part uses the psql variable %s, which testdb does not set", v)
 	}
@@ -204,7 +215,7 @@ func ensureTemplate(ctx context.Context) (string, error) {
 
 	building := name + "_building_" + randomSuffix()
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{building}.Sanitize()+" OWNER "+pgx.Identifier{OwnerRole}.Sanitize()); err != nil {
-		return "", fmt.Errorf("create template database (the test role needs CREATEDB): %w", err)
+		return "", fmt.Errorf("create template database (the test role must be a superuser): %w", err)
 	}
 	buildingURL, err := WithDatabase(serverURL, building)
 	if err != nil {

@@ -231,14 +231,16 @@ func alterRoleSets(sql []string) []string {
 	return out
 }
 
-// roleSettings are the ALTER ROLE ... SET statements of sql/roles.sql.
+// roleSettings are the ALTER ROLE ... SET statements of sql/roles.sql, for
+// its default role names.
 func roleSettings(t *testing.T) []string {
 	t.Helper()
 	src, err := os.ReadFile(repo.Path(t, "sql", "roles.sql"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	settings := alterRoleSets(strings.Split(string(src), "\n"))
+	defaults := strings.NewReplacer(`:"owner_role"`, "users_owner", `:"serve_role"`, "users_serve")
+	settings := alterRoleSets(strings.Split(defaults.Replace(string(src)), "\n"))
 	if len(settings) == 0 {
 		t.Fatal("sql/roles.sql has no ALTER ROLE ... SET")
 	}
