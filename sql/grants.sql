@@ -7,13 +7,14 @@
 --
 --   psql -1 -v serve_role=users_serve -f sql/grants.sql
 --
--- Everything is revoked first and granted again, so that the role holds
+-- Everything is revoked first, from the role and from PUBLIC (whose
+-- privileges every role holds), and granted again, so that the role holds
 -- exactly what this file says, whatever an earlier release or a person
 -- granted. The role gets no TRUNCATE, REFERENCES or TRIGGER, cannot
 -- create or alter anything, and cannot read schema_migrations.
 
-REVOKE ALL ON ALL TABLES IN SCHEMA public FROM :"serve_role";
-REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM :"serve_role";
+REVOKE ALL ON ALL TABLES IN SCHEMA public FROM :"serve_role", PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM :"serve_role", PUBLIC;
 REVOKE ALL ON ALL ROUTINES IN SCHEMA public FROM :"serve_role";
 -- Every role may call a new function (PostgreSQL grants EXECUTE to
 -- PUBLIC): taken back, so that the role calls only those granted below.

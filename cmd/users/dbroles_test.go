@@ -46,14 +46,14 @@ func TestMigrateUpGrantsTheServeRole(t *testing.T) {
 }
 
 // TestMigrateUpRefusesAnUnknownServeRole: a DB_SERVE_ROLE that names no
-// role stops migrate up with exit code 1 and an error naming the variable
-// and the role, before anything is migrated.
+// role stops migrate up as a configuration error, with exit code 2 and an
+// error naming the variable and the role, before anything is migrated.
 func TestMigrateUpRefusesAnUnknownServeRole(t *testing.T) {
 	t.Parallel()
 	dbURL := testdb.EmptyURL(t)
 	res := runUsers(t, map[string]string{"DATABASE_URL": dbURL, "DB_SERVE_ROLE": "users_nobody"}, "migrate", "up")
-	if res.code != 1 {
-		t.Errorf("exit code %d, want 1", res.code)
+	if res.code != 2 {
+		t.Errorf("exit code %d, want 2", res.code)
 	}
 	if !strings.Contains(res.stderr, `DB_SERVE_ROLE: role "users_nobody" does not exist`) {
 		t.Errorf("stderr does not name DB_SERVE_ROLE and the role:\n%s", res.stderr)

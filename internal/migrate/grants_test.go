@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/agynio/users/internal/config"
 	"github.com/agynio/users/internal/migrate"
 	"github.com/agynio/users/internal/testing/testdb"
 )
@@ -138,7 +139,8 @@ func TestServeRoleCannotChangeTheSchema(t *testing.T) {
 }
 
 // "users migrate up" with DB_SERVE_ROLE grants again what was revoked by
-// hand, and revokes what was granted beyond grants.sql.
+// hand, and revokes what was granted beyond grants.sql, to the role or to
+// PUBLIC.
 func TestUpAndGrantRestoresTheGrants(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -155,6 +157,8 @@ func TestUpAndGrantRestoresTheGrants(t *testing.T) {
 		"REVOKE UPDATE (last_used_at) ON api_tokens FROM " + role,
 		"GRANT TRUNCATE ON outbox TO " + role,
 		"GRANT ALL ON schema_migrations TO " + role,
+		"GRANT SELECT ON schema_migrations TO PUBLIC",
+		"GRANT TRUNCATE ON users TO PUBLIC",
 	} {
 		if _, err := owner.Exec(ctx, stmt); err != nil {
 			t.Fatalf("%s: %v", stmt, err)
@@ -172,11 +176,66 @@ func TestUpAndGrantRestoresTheGrants(t *testing.T) {
 	}
 }
 
-// A DB_SERVE_ROLE that grants.sql cannot mean is refused, naming the
-// variable, before any migration runs: a role that does not exist, and
-// the role migrate itself connects as, which would revoke its own rights.
+// An older release's "migrate up" with DB_SERVE_ROLE, on a newer
+// release's schema (a rollback's, or an Argo CD sync back's PreSync
+// hook), leaves the role's grants as the newer release made them, which
+// its triggers may need, and says so.
+func TestUpAndGrantLeavesANewerReleasesGrants(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	serveURL := testdb.URL(t)
+	ownerURL := testdb.AsOwner(t, serveURL)
+	owner, err := pgx.Connect(ctx, ownerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer owner.Close(context.WithoutCancel(ctx))
+	role := pgx.Identifier{testdb.ServeRole}.Sanitize()
+	// A newer release's migration, and grants that differ from this
+	// release's.
+	for _, stmt := range []string{
+		"INSERT INTO schema_migrations (version) VALUES ('99991231000000')",
+		"REVOKE SELECT ON users FROM " + role,
+		"GRANT TRUNCATE ON outbox TO " + role,
+	} {
+		if _, err := owner.Exec(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	newer := privileges(t, serveURL, testdb.ServeRole)
+
+	var log strings.Builder
+	if err := migrate.UpAndGrant(ctx, ownerURL, testdb.ServeRole, &log); err != nil {
+		t.Fatalf("UpAndGrant: %v", err)
+	}
+	if diff := cmp.Diff(newer, privileges(t, serveURL, testdb.ServeRole)); diff != "" {
+		t.Errorf("privileges of %s changed on a newer release's schema (-before +after):\n%s", testdb.ServeRole, diff)
+	}
+	if want := "the schema is a newer release's (migrations 99991231000000,"; !strings.Contains(log.String(), want) {
+		t.Errorf("migrate up's output does not say %q:\n%s", want, log.String())
+	}
+}
+
+// A DB_SERVE_ROLE that grants.sql cannot mean is refused, as a
+// configuration error naming the variable, before any migration runs: a
+// role that does not exist; the role migrate itself connects as, which
+// would revoke its own rights; and roles no grant limits: a superuser,
+// and a member of the tables' owner.
 func TestUpAndGrantRefusesABadServeRole(t *testing.T) {
 	t.Parallel()
+	server := testdb.ServerURL(t)
+	superuser, err := pgx.Connect(t.Context(), server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer superuser.Close(context.WithoutCancel(t.Context()))
+	member := "users_member_" + randomHex(6)
+	if _, err := superuser.Exec(t.Context(), "CREATE ROLE "+member+" IN ROLE "+pgx.Identifier{testdb.OwnerRole}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		superuser.Exec(context.Background(), "DROP ROLE IF EXISTS "+member) //nolint:errcheck // a leftover role without rights is harmless
+	})
 	tests := []struct {
 		name string
 		role string
@@ -184,14 +243,16 @@ func TestUpAndGrantRefusesABadServeRole(t *testing.T) {
 	}{
 		{"a role that does not exist", "users_nobody", `DB_SERVE_ROLE: role "users_nobody" does not exist`},
 		{"the role migrate connects as", testdb.OwnerRole, `DB_SERVE_ROLE: "` + testdb.OwnerRole + `" is the role migrate connects as`},
+		{"a superuser", superuser.Config().User, `DB_SERVE_ROLE: "` + superuser.Config().User + `" is a superuser`},
+		{"a member of the tables' owner", member, `DB_SERVE_ROLE: "` + member + `" is a member of "` + testdb.OwnerRole + `"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			databaseURL := testdb.EmptyURL(t)
 			err := migrate.UpAndGrant(t.Context(), databaseURL, tt.role, io.Discard)
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("UpAndGrant with %q: %v, want an error saying %q", tt.role, err, tt.want)
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !config.IsError(err) {
+				t.Fatalf("UpAndGrant with %q: %v, want a configuration error saying %q", tt.role, err, tt.want)
 			}
 			conn, err := pgx.Connect(t.Context(), databaseURL)
 			if err != nil {

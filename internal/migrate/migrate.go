@@ -44,8 +44,11 @@ func Up(ctx context.Context, databaseURL string, log io.Writer) error {
 // is empty, grants serveRole (DB_SERVE_ROLE) exactly the privileges of
 // sql/grants.sql, so that a table a release adds is granted in the same
 // run that creates it. Each run grants again, so that the role holds
-// what the running release's file says, whatever was granted before.
-// The role is checked before anything is migrated.
+// what the running release's file says, whatever was granted before;
+// except on a newer release's schema (an older release's Job, run by a
+// rollback or an Argo CD sync back), whose grants the newer release's
+// own statements and triggers may need: those are left in place, and
+// log says so. The role is checked before anything is migrated.
 func UpAndGrant(ctx context.Context, databaseURL, serveRole string, log io.Writer) error {
 	return withLock(ctx, databaseURL, log, nil, func(m *dbmate.DB, conn *pgx.Conn) error {
 		if serveRole != "" {
@@ -57,6 +60,15 @@ func UpAndGrant(ctx context.Context, databaseURL, serveRole string, log io.Write
 			return err
 		}
 		if serveRole == "" {
+			return nil
+		}
+		newer, err := newerVersions(ctx, conn)
+		if err != nil {
+			return err
+		}
+		if len(newer) > 0 {
+			fmt.Fprintf(log, "Grants of DB_SERVE_ROLE %q left as they are: the schema is a newer release's (migrations %s, which this release does not have)\n", //nolint:errcheck // progress output
+				serveRole, strings.Join(newer, ", "))
 			return nil
 		}
 		return grant(ctx, conn, serveRole)
