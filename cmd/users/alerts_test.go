@@ -1,9 +1,11 @@
 package main
 
 // The series the chart's alerts and dashboard read, as the binary serves
-// them. helm/users/metrics.txt lists them; tools/deploy/chart checks that
-// the list is exactly what the alerts' and the dashboard's expressions
-// name, and these tests that /metrics has every one: a renamed metric
+// them. helm/users/metrics.txt lists them with the label matchers put on
+// them; tools/deploy/chart checks that the list is exactly what the
+// alerts' and the dashboard's expressions select, and these tests that
+// /metrics has a series matching every line: a renamed metric, or a label
+// value changed (pool="service", the service's name, a code's spelling),
 // fails one side or the other.
 
 import (
@@ -12,6 +14,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -28,35 +33,75 @@ import (
 	"github.com/agynio/users/internal/testing/testdb"
 )
 
-// alertSeries reads helm/users/metrics.txt: one series name a line, as
-// /metrics writes it, and comments.
-func alertSeries(t *testing.T) []string {
+// seriesSelector is a line of helm/users/metrics.txt: a series name and
+// the label matchers the alerts or the dashboard put on it.
+type seriesSelector struct {
+	line     string
+	name     string
+	matchers []labelMatcher
+}
+
+// labelMatcher is one PromQL label matcher: name, op (=, !=, =~, !~) and
+// value.
+type labelMatcher struct{ name, op, value string }
+
+// labelPair matches name op "value" as PromQL and the text exposition
+// format write them, the value Go-quoted.
+var labelPair = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)(=~|!~|!=|=)("(?:[^"\\]|\\.)*")`)
+
+// parseLabels parses the inside of a selector's or a sample's braces.
+func parseLabels(t *testing.T, body string) []labelMatcher {
+	t.Helper()
+	var out []labelMatcher
+	for _, m := range labelPair.FindAllStringSubmatch(body, -1) {
+		v, err := strconv.Unquote(m[3])
+		if err != nil {
+			t.Fatalf("label %s in %q: %v", m[0], body, err)
+		}
+		out = append(out, labelMatcher{m[1], m[2], v})
+	}
+	if rest := strings.Trim(labelPair.ReplaceAllString(body, ""), ", "); rest != "" {
+		t.Fatalf("%q: cannot read %q", body, rest)
+	}
+	return out
+}
+
+// alertSeries reads helm/users/metrics.txt: one selector a line, the name
+// as /metrics writes it, and comments.
+func alertSeries(t *testing.T) []seriesSelector {
 	t.Helper()
 	src, err := os.ReadFile(filepath.Join("..", "..", "helm", "users", "metrics.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var names []string
+	var out []seriesSelector
 	for _, line := range strings.Split(string(src), "\n") {
-		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
-			names = append(names, line)
+		if line = strings.TrimSpace(line); line == "" || strings.HasPrefix(line, "#") {
+			continue
 		}
+		sel := seriesSelector{line: line, name: line}
+		if i := strings.IndexByte(line, '{'); i >= 0 {
+			sel.name = line[:i]
+			sel.matchers = parseLabels(t, strings.TrimSuffix(line[i+1:], "}"))
+		}
+		out = append(out, sel)
 	}
-	if len(names) == 0 {
+	if len(out) == 0 {
 		t.Fatal("metrics.txt lists no series")
 	}
-	return names
+	return out
 }
 
-// servedSeries returns the name of every sample line of p's /metrics,
-// as Prometheus stores it: a histogram's _bucket, _sum and _count apart.
-func servedSeries(t *testing.T, p *proc) map[string]bool {
+// servedSeries returns the labels of every sample line of p's /metrics by
+// series name, as Prometheus stores them: a histogram's _bucket, _sum and
+// _count apart.
+func servedSeries(t *testing.T, p *proc) map[string][]map[string]string {
 	t.Helper()
 	code, body := adminGet(t, p, "/metrics")
 	if code != http.StatusOK {
 		t.Fatalf("/metrics: %d %q", code, body)
 	}
-	served := map[string]bool{}
+	served := map[string][]map[string]string{}
 	sc := bufio.NewScanner(strings.NewReader(body))
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
@@ -64,9 +109,55 @@ func servedSeries(t *testing.T, p *proc) map[string]bool {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		served[line[:strings.IndexAny(line, "{ ")]] = true
+		name, labels := line[:strings.IndexAny(line, "{ ")], map[string]string{}
+		if rest := line[len(name):]; strings.HasPrefix(rest, "{") {
+			for _, l := range parseLabels(t, rest[1:strings.LastIndexByte(rest, '}')]) {
+				labels[l.name] = l.value
+			}
+		}
+		served[name] = append(served[name], labels)
 	}
 	return served
+}
+
+func (m labelMatcher) String() string { return fmt.Sprintf("%s%s%q", m.name, m.op, m.value) }
+
+// matches reports whether labels satisfy m, as Prometheus matches: a
+// regular expression anchored at both ends, a missing label empty.
+func (m labelMatcher) matches(labels map[string]string) bool {
+	v := labels[m.name]
+	switch m.op {
+	case "=":
+		return v == m.value
+	case "!=":
+		return v != m.value
+	case "=~":
+		return regexp.MustCompile("^(?:" + m.value + ")$").MatchString(v)
+	default:
+		return !regexp.MustCompile("^(?:" + m.value + ")$").MatchString(v)
+	}
+}
+
+// plainAlternatives matches a regular expression made of plain
+// alternatives only (Unknown|Internal), which wanted splits.
+var plainAlternatives = regexp.MustCompile(`^[A-Za-z0-9_.:-]+(\|[A-Za-z0-9_.:-]+)*$`)
+
+// wanted returns what of sel the served series must show: sel itself, and
+// for each regular expression of plain alternatives, sel with each of
+// them as an equality, so that one misspelt alternative fails too.
+func (sel seriesSelector) wanted() [][]labelMatcher {
+	out := [][]labelMatcher{sel.matchers}
+	for i, m := range sel.matchers {
+		if m.op != "=~" || !plainAlternatives.MatchString(m.value) {
+			continue
+		}
+		for _, alt := range strings.Split(m.value, "|") {
+			ms := slices.Clone(sel.matchers)
+			ms[i] = labelMatcher{m.name, "=", alt}
+			out = append(out, ms)
+		}
+	}
+	return out
 }
 
 // TestServesTheSeriesTheAlertsRead runs serve relaying events to a NATS
@@ -107,9 +198,14 @@ func TestServesTheSeriesTheAlertsRead(t *testing.T) {
 	})
 
 	served := servedSeries(t, p)
-	for _, name := range alertSeries(t) {
-		if !served[name] {
-			t.Errorf("/metrics has no %s, which helm/users/metrics.txt lists: an alert or the dashboard reads it", name)
+	for _, sel := range alertSeries(t) {
+		for _, want := range sel.wanted() {
+			found := slices.ContainsFunc(served[sel.name], func(labels map[string]string) bool {
+				return !slices.ContainsFunc(want, func(m labelMatcher) bool { return !m.matches(labels) })
+			})
+			if !found {
+				t.Errorf("/metrics has no series %s%v, which helm/users/metrics.txt's %s asks for: an alert or the dashboard reads it", sel.name, want, sel.line)
+			}
 		}
 	}
 

@@ -92,6 +92,23 @@ func seriesName(vs *parser.VectorSelector) string {
 	return ""
 }
 
+// listedSelector writes vs as metrics.txt lists it: the metric name and
+// its label matchers in name order, without job and namespace, which pick
+// the release and so differ between installations.
+func listedSelector(vs *parser.VectorSelector) string {
+	var ms []string
+	for _, m := range vs.LabelMatchers {
+		if m.Name != model.MetricNameLabel && m.Name != "job" && m.Name != "namespace" {
+			ms = append(ms, m.String())
+		}
+	}
+	if len(ms) == 0 {
+		return seriesName(vs)
+	}
+	slices.Sort(ms)
+	return seriesName(vs) + "{" + strings.Join(ms, ", ") + "}"
+}
+
 // matchers returns a selector's label matchers as PromQL writes them,
 // the metric name left out.
 func matchers(vs *parser.VectorSelector) []string {
