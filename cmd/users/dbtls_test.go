@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -27,14 +26,7 @@ import (
 // on the same migrated database, is not ready and logs why.
 func TestDatabaseVerifiedFromTheEnvironment(t *testing.T) {
 	t.Parallel()
-	if _, err := pgtest.FindBinaries(); err != nil && os.Getenv(pgtest.BackendEnv) != "local" {
-		t.Skipf("needs the local PostgreSQL binaries: %v", err)
-	}
-	srv, err := pgtest.StartLocalTLS(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	srv := pgtest.LocalTLS(t)
 	admin, err := pgx.Connect(t.Context(), srv.URL)
 	if err != nil {
 		t.Fatal(err)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -33,14 +32,7 @@ type tlsServer struct {
 
 func startTLSServer(t *testing.T) tlsServer {
 	t.Helper()
-	if _, err := pgtest.FindBinaries(); err != nil && os.Getenv(pgtest.BackendEnv) != "local" {
-		t.Skipf("needs the local PostgreSQL binaries: %v", err)
-	}
-	srv, err := pgtest.StartLocalTLS(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	srv := pgtest.LocalTLS(t)
 	u, err := url.Parse(srv.URL)
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package migrate_test
 import (
 	"bytes"
 	"context"
-	"os"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -21,14 +20,7 @@ import (
 // connection that does not.
 func TestUpOverTLS(t *testing.T) {
 	t.Parallel()
-	if _, err := pgtest.FindBinaries(); err != nil && os.Getenv(pgtest.BackendEnv) != "local" {
-		t.Skipf("needs the local PostgreSQL binaries: %v", err)
-	}
-	srv, err := pgtest.StartLocalTLS(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	srv := pgtest.LocalTLS(t)
 	admin, err := pgx.Connect(t.Context(), srv.URL)
 	if err != nil {
 		t.Fatal(err)

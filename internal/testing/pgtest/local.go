@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -29,6 +30,22 @@ func StartLocal(ctx context.Context, settings ...string) (*Server, error) {
 // sslmode=require.
 func StartLocalTLS(ctx context.Context) (*Server, error) {
 	return startLocal(ctx, true, nil)
+}
+
+// LocalTLS starts a StartLocalTLS server for test t and stops it when t
+// ends. Without the local binaries it skips, unless the local backend was
+// asked for (as CI asks), where it fails.
+func LocalTLS(t testing.TB) *Server {
+	t.Helper()
+	if _, err := FindBinaries(); err != nil && os.Getenv(BackendEnv) != "local" {
+		t.Skipf("needs the local PostgreSQL binaries: %v", err)
+	}
+	srv, err := StartLocalTLS(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv
 }
 
 func startLocal(ctx context.Context, withTLS bool, settings []string) (*Server, error) {
