@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -66,6 +67,39 @@ func TestREADMEConfiguration(t *testing.T) {
 	}
 	if diff := cmp.Diff(helpSettings(t, res.stdout), readmeSettings(t, string(src))); diff != "" {
 		t.Errorf("README.md's Configuration table is not users -h (-users -h +README):\n%s", diff)
+	}
+}
+
+// TestREADMEHelpExcerpt: the beginning of "users -h" the README shows is
+// what the program prints: its lines, "..." standing for those left out,
+// come in the output in that order.
+func TestREADMEHelpExcerpt(t *testing.T) {
+	t.Parallel()
+	res := runUsers(t, map[string]string{}, "-h")
+	if res.code != 0 {
+		t.Fatalf("users -h: exit code %d\nstderr:\n%s", res.code, res.stderr)
+	}
+	src, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(src), "```console\n$ users -h\n")
+	block, _, closed := strings.Cut(block, "```")
+	if !ok || !closed {
+		t.Fatal("README.md shows no ```console block of $ users -h")
+	}
+	out := strings.Split(res.stdout, "\n")
+	next := 0 // the first output line the next README line may match
+	for line := range strings.Lines(block) {
+		line = strings.TrimSuffix(line, "\n")
+		if strings.TrimSpace(line) == "..." {
+			continue
+		}
+		i := slices.Index(out[next:], line)
+		if i < 0 {
+			t.Fatalf("README.md's users -h shows %q, which users -h does not print after line %d:\n%s", line, next, res.stdout)
+		}
+		next += i + 1
 	}
 }
 
