@@ -76,8 +76,8 @@ grep -q '"msg":"serving"' "$tlslog" || { echo "readme-check: the mutual TLS make
 
 # Every ```sh block of the README that calls grpcurl, in order, in one
 # shell, each block's output kept in a file of its own too. A ```json
-# block right after one (blank lines between at most) is its output as
-# shown, kept beside it.
+# (or ```text) block right after one (blank lines between at most) is its
+# output as shown, kept beside it.
 outdir=$work/out
 mkdir "$outdir"
 examples=$(awk -v dir="$outdir" '
@@ -92,6 +92,7 @@ examples=$(awk -v dir="$outdir" '
   }
   inblock {block = block $0 "\n"; next}
   /^```json$/ && last != "" {injson=1; shown=last ".shown"; printf "" >shown; next}
+  /^```text$/ && last != "" {injson=1; shown=last ".text"; printf "" >shown; next}
   /^```$/ && injson {injson=0; close(shown); last=""; next}
   injson {print >shown; next}
   /^[ \t]*$/ {next}
@@ -148,6 +149,26 @@ for shown_file in sorted(glob.glob(sys.argv[1] + "/*.shown")):
     for doc in docs(shown):
         if isinstance(doc, dict) and "created" in doc:
             created.add(doc["created"])
+
+# A text output shown: its lines come in the example's output in that
+# order, identity ids, times and spacing aside (Go's protojson varies its
+# spaces from build to build on purpose, so that no one compares bytes).
+def plain(line):
+    line = re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "UUID", line)
+    line = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "TIME", line)
+    return " ".join(line.split())
+
+for shown_file in sorted(glob.glob(sys.argv[1] + "/*.text")):
+    got = [plain(l) for l in open(shown_file[: -len(".text")]).read().splitlines()]
+    at = 0
+    for line in open(shown_file).read().splitlines():
+        try:
+            at = got.index(plain(line), at) + 1
+        except ValueError:
+            failed = True
+            print(f"readme-check: the README shows {line!r}, which the example did not print (in that order):\n" + "\n".join(got))
+            break
+
 if created != {True, False}:
     failed = True
     print('readme-check: the README shows no first login\'s "created": true and returning login\'s "created": false')
